@@ -1,0 +1,56 @@
+"""The renderer's error vocabulary.
+
+Each error subclasses a builtin so callers that only know Python still catch it sensibly
+(``InvalidTemplate`` is a ``ValueError``, as PyAV's ``InvalidDataError`` is). Messages are
+written for the person who has to fix the input: they name the file, the layer and the field.
+"""
+
+from __future__ import annotations
+
+
+class RendererError(Exception):
+    """Base of every error the renderer raises on purpose."""
+
+    code = "render_error"
+
+
+class InvalidTemplate(RendererError, ValueError):
+    """The template archive, ``data.json`` or a file it references is unusable."""
+
+    code = "invalid_template"
+
+
+class UnsupportedMedia(InvalidTemplate):
+    """A referenced or replacement media file has a format or codec we do not accept."""
+
+    code = "unsupported_media"
+
+
+class InvalidCustomization(RendererError, ValueError):
+    """A ``customizationMap`` entry does not fit the template."""
+
+    code = "invalid_customization"
+
+
+class InvalidEncoderConfig(RendererError, ValueError):
+    """An ``EncoderConfig`` value or combination cannot be encoded."""
+
+    code = "invalid_encoder_config"
+
+
+class InvalidFrameRange(RendererError, ValueError):
+    """A ``[fStart, fEnd)`` range is empty or outside the composition."""
+
+    code = "invalid_frame_range"
+
+
+class EncoderUnavailable(RendererError, RuntimeError):
+    """The requested encoder (e.g. NVENC) cannot be opened on this machine."""
+
+    code = "encoder_unavailable"
+
+
+class RenderCancelled(RendererError):
+    """``should_cancel`` answered True; partial output has been removed."""
+
+    code = "cancelled"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the system packages the tests and benchmarks use, where they are missing.
+# PostgreSQL and Redis are started by the test run itself on loopback; this only makes the
+# binaries available. Without root or apt it says what is missing and carries on: tests that
+# need a missing server skip locally and fail under CI=true.
+set -u
+need=()
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${need[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+else
+    echo "missing system packages (install them with your package manager): ${need[*]}" >&2
+fi
+exit 0
