@@ -1,0 +1,327 @@
+"""Loading and validating a template from a folder or a ZIP (SPEC §4, §9).
+
+``load_template`` is the one door through which a template enters the renderer: after it
+returns, ``data.json`` matched the schema, every path it names stays inside the template
+folder and exists, and every referenced file was probed as the kind its user expects. Every
+refusal is an ``InvalidTemplate`` (or ``UnsupportedMedia``) whose message names the layer,
+field or file to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from renderer.archive import DATA_JSON, safe_extract
+from renderer.errors import InvalidTemplate
+from renderer.model import (
+    AudioTrack,
+    ImageLayer,
+    LoadedTemplate,
+    LottieLayer,
+    Template,
+    TextLayer,
+    VideoLayer,
+)
+from renderer.probe import check_font, probe_audio, probe_image, probe_video
+
+MAX_DATA_JSON_BYTES = 16 * 1024 * 1024
+_DRIVE_RE = re.compile(r"^[A-Za-z]:")
+# Pydantic labels union members in error locations ("float", "list[Keyframe]", "function-after
+# [...]"); they are not fields, so they are dropped from the path shown to the user.
+_UNION_LABELS = {"float", "int", "str", "bool", "none", "dict", "list"}
+_LAYER_TYPES = ("solid", "image", "video", "text", "lottie")
+
+
+def load_template(path: Path, workdir: Path | None = None) -> LoadedTemplate:
+    """Load, validate and probe a template.
+
+    Args:
+        path: a folder holding ``data.json`` (or one sub-folder holding it), a ``.zip``, or
+            a ``data.json`` file itself.
+        workdir: where a ZIP is extracted; a fresh temporary folder when None (the caller
+            owns it afterwards: it is ``LoadedTemplate.root`` or its parent). Ignored for
+            folders, which are used in place.
+
+    Returns:
+        The validated template and the folder its relative paths resolve against.
+
+    Raises:
+        InvalidTemplate: the archive is unsafe or malformed, ``data.json`` is missing, is not
+            JSON or does not match the schema, a referenced file is missing or outside the
+            template, or a lottie layer is used (not renderable in this version).
+        UnsupportedMedia: a referenced file is not an accepted image, video, audio or font.
+        On failure, whatever was extracted from a ZIP is removed again.
+    """
+    path = Path(path)
+    if path.is_dir():
+        root = _folder_root(path)
+        return load_template_from_dict(_read_data_json(root / DATA_JSON), root)
+    if not path.exists():
+        raise InvalidTemplate(f"template not found: {path.name}")
+    if path.name == DATA_JSON and not zipfile.is_zipfile(path):
+        return load_template_from_dict(_read_data_json(path), path.parent)
+
+    fresh = workdir is None
+    dest = Path(tempfile.mkdtemp(prefix="velocity-template-")) if workdir is None else workdir
+    before = set(dest.iterdir()) if dest.is_dir() else None
+    try:
+        root = safe_extract(path, dest)
+        return load_template_from_dict(_read_data_json(root / DATA_JSON), root)
+    except BaseException:
+        _cleanup(dest, before, fresh)
+        raise
+
+
+def _cleanup(dest: Path, before: set[Path] | None, fresh: bool) -> None:
+    """Remove what a failed load extracted: the whole temp folder, or only new entries."""
+    if fresh or before is None:
+        shutil.rmtree(dest, ignore_errors=True)
+        return
+    for entry in set(dest.iterdir()) - before:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _folder_root(folder: Path) -> Path:
+    if (folder / DATA_JSON).is_file():
+        return folder
+    subdirs = [p for p in folder.iterdir() if p.is_dir() and p.name != "__MACOSX"]
+    if len(subdirs) == 1 and (subdirs[0] / DATA_JSON).is_file():
+        return subdirs[0]
+    raise InvalidTemplate(
+        f"data.json not found in the template folder '{folder.name}' "
+        "(it must be at the top or inside a single sub-folder)"
+    )
+
+
+def _read_data_json(path: Path) -> dict[str, Any]:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as err:
+        raise InvalidTemplate("data.json not found") from err
+    if not path.is_file():
+        raise InvalidTemplate("data.json is not a regular file")
+    if size > MAX_DATA_JSON_BYTES:
+        raise InvalidTemplate(
+            f"data.json is {size} bytes; the limit is {MAX_DATA_JSON_BYTES // (1024 * 1024)} MB"
+        )
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InvalidTemplate(f"data.json is not UTF-8 text (byte {err.start})") from err
+    return parse_data_json(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidTemplate(f"data.json is not valid JSON: {name} is not a number JSON allows")
+
+
+def parse_data_json(text: str) -> dict[str, Any]:
+    """Parse ``data.json`` text into a dict.
+
+    Raises:
+        InvalidTemplate: not JSON (with line and column), NaN/Infinity, or not an object.
+    """
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as err:
+        raise InvalidTemplate(
+            f"data.json is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"
+        ) from err
+    except RecursionError as err:
+        raise InvalidTemplate("data.json is not valid JSON: nested too deeply") from err
+    if not isinstance(data, dict):
+        shown = "array" if isinstance(data, list) else type(data).__name__
+        raise InvalidTemplate(f"data.json must hold a JSON object, not {shown}")
+    return data
+
+
+def load_template_from_dict(data: Mapping[str, Any], root: Path) -> LoadedTemplate:
+    """Validate an already-parsed ``data.json`` whose paths resolve against ``root``.
+
+    Raises:
+        InvalidTemplate, UnsupportedMedia: as ``load_template``.
+    """
+    try:
+        template = Template.model_validate(data)
+    except ValidationError as err:
+        raise InvalidTemplate(format_validation_error(err, data)) from err
+    check_references(template, root)
+    return LoadedTemplate(root=root, template=template)
+
+
+# --- pydantic errors to one sentence ---------------------------------------------------------
+
+
+def _is_field(part: str | int) -> bool:
+    if isinstance(part, int):
+        return True
+    return part not in _UNION_LABELS and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part) is not None
+
+
+def _field_path(parts: Sequence[str | int]) -> str:
+    out = ""
+    for part in parts:
+        if not _is_field(part):
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _union_prefix(loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    for index, part in enumerate(loc):
+        if not _is_field(part):
+            return tuple(loc[:index])
+    return tuple(loc)
+
+
+def _item_label(data: Mapping[str, Any], collection: str, index: int) -> str:
+    items = data.get(collection)
+    item = items[index] if isinstance(items, list) and 0 <= index < len(items) else None
+    ident = item.get("id") if isinstance(item, dict) else None
+    kind = "layer" if collection == "layers" else "audio track"
+    if isinstance(ident, str) and ident:
+        return f"{kind} '{ident}' ({collection}[{index}])"
+    return f"{kind} {collection}[{index}]"
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = error.get("type", "")
+    msg = str(error.get("msg", "invalid value"))
+    if kind == "union_tag_not_found":
+        return f"missing 'type' (one of {', '.join(_LAYER_TYPES)})"
+    if kind == "extra_forbidden":
+        return "unknown field (not part of template format v1; check its spelling)"
+    if kind == "missing":
+        return "field required"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    return msg
+
+
+def format_validation_error(err: ValidationError, data: Mapping[str, Any]) -> str:
+    """Turn a pydantic error on ``data.json`` into one message naming the layer (by id and
+    index) and the field, e.g. ``layer 'headline' (layers[3]): size: Input should be greater
+    than 0``; further problems are counted, not listed."""
+    errors = err.errors(include_url=False)
+    # Of a failed union, the member that got furthest tells the most ("opacity[1].t" beats
+    # "opacity is not a number"); max() keeps the earliest on ties.
+    first = max(errors, key=lambda e: len(_field_path(e["loc"])))
+    loc = list(first["loc"])
+    if len(loc) >= 2 and loc[0] in ("layers", "audio") and isinstance(loc[1], int):
+        where = _item_label(data, str(loc[0]), loc[1])
+        rest = loc[2:]
+        # The discriminated union puts the layer type first; it is not a field.
+        if loc[0] == "layers" and rest and rest[0] in _LAYER_TYPES:
+            rest = rest[1:]
+    else:
+        where = "data.json"
+        rest = loc
+    field = _field_path(rest)
+    text = f"{where}: {field}: {_message(first)}" if field else f"{where}: {_message(first)}"
+    # Each member of a failed union reports separately: count the place of the union once.
+    places = {_union_prefix(e["loc"]) for e in errors}
+    if len(places) > 1:
+        text += f" (and {len(places) - 1} more problem{'s' if len(places) > 2 else ''})"
+    return text
+
+
+# --- referenced files ------------------------------------------------------------------------
+
+
+def check_relative_path(value: str, root: Path, owner: str) -> Path:
+    """Check a path from ``data.json``: relative, normalised, inside ``root`` and an
+    existing regular file. Returns the resolved file.
+
+    Raises:
+        InvalidTemplate: naming ``owner`` (e.g. "layer 'logo'") and the path.
+    """
+    if not value:
+        raise InvalidTemplate(f"{owner}: empty path")
+    if "\\" in value:
+        raise InvalidTemplate(f"{owner}: path {value!r} uses a backslash; use '/' between folders")
+    if value.startswith("/") or _DRIVE_RE.match(value) or "\x00" in value:
+        raise InvalidTemplate(
+            f"{owner}: path {value!r} must be relative to data.json (like 'images/logo.png')"
+        )
+    parts = value.split("/")
+    if ".." in parts:
+        raise InvalidTemplate(f"{owner}: path {value!r} must not contain '..'")
+    normal = posixpath.normpath(value)
+    if normal != value:
+        raise InvalidTemplate(f"{owner}: path {value!r} is not normalised; write {normal!r}")
+    base = root.resolve()
+    target = (root / value).resolve()
+    if not target.is_relative_to(base):
+        # A symlink inside a template folder pointing elsewhere.
+        raise InvalidTemplate(f"{owner}: path {value!r} leads outside the template folder")
+    if not target.exists():
+        raise InvalidTemplate(f"Missing {value} referenced by {owner}")
+    if not target.is_file():
+        raise InvalidTemplate(f"{owner}: {value} is not a file")
+    return target
+
+
+def check_references(template: Template, root: Path) -> None:
+    """Check every file ``template`` names and probe it as the kind it is used as.
+
+    Raises:
+        InvalidTemplate: a path is unsafe or missing, a text layer names an undefined font,
+            or a lottie layer is present.
+        UnsupportedMedia: a file is not an accepted image, video, audio or font.
+    """
+    probed: set[tuple[Path, str]] = set()
+
+    def probe(value: str, owner: str, kind: str, fn: Callable[[Path, str | None], object]) -> None:
+        target = check_relative_path(value, root, owner)
+        if (target, kind) not in probed:
+            fn(target, value)
+            probed.add((target, kind))
+
+    for font_name, font_path in template.fonts.items():
+        probe(font_path, f"font '{font_name}'", "font", check_font)
+
+    for index, layer in enumerate(template.layers):
+        owner = f"layer '{layer.id}'"
+        if isinstance(layer, LottieLayer):
+            raise InvalidTemplate(
+                f"layer '{layer.id}': lottie layers are not supported by this renderer version yet"
+            )
+        if isinstance(layer, ImageLayer):
+            probe(layer.src, owner, "image", probe_image)
+        elif isinstance(layer, VideoLayer):
+            probe(layer.src, owner, "video", probe_video)
+        elif (
+            isinstance(layer, TextLayer)
+            and layer.font is not None
+            and layer.font not in template.fonts
+        ):
+            known = ", ".join(f"'{name}'" for name in list(template.fonts)[:10]) or "none"
+            raise InvalidTemplate(
+                f"layer '{layer.id}' (layers[{index}]): font: '{layer.font}' is not a key "
+                f"of fonts (defined: {known}); add it to fonts or leave font out"
+            )
+
+    for index, track in enumerate(template.audio):
+        probe(track.src, _track_label(track, index), "audio", probe_audio)
+
+
+def _track_label(track: AudioTrack, index: int) -> str:
+    return f"audio track '{track.id}'" if track.id else f"audio track audio[{index}]"

@@ -1,0 +1,66 @@
+"""The template manifest (SPEC §3, ``GET /template/{id}``): what a client needs to build a
+customisation form, as plain JSON-able data with camelCase keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from renderer.customize import asset_kind_for_layer, customizable_properties
+from renderer.model import LoadedTemplate, SolidLayer, TextLayer
+
+
+def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
+    """Describe ``loaded``: size, fps ``[num, den]``, frame count, duration, background, its
+    layers (id, type, in/out frames, box in composition pixels, the customisable properties,
+    the asset kind that may replace its media, current values of customisable properties)
+    and audio tracks (id or null, src, replaceable) and font names.
+
+    Returns:
+        A dict that ``json.dumps`` accepts as is.
+    """
+    template = loaded.template
+    fps = template.fps_fraction
+    layers: list[dict[str, Any]] = []
+    for layer in template.layers:
+        box = layer.box
+        defaults: dict[str, Any] = {"visible": layer.visible}
+        if isinstance(layer, TextLayer):
+            defaults.update(text=layer.text, color=layer.color)
+        elif isinstance(layer, SolidLayer):
+            defaults["color"] = layer.color
+        layers.append(
+            {
+                "id": layer.id,
+                "type": layer.type,
+                "in": layer.in_,
+                "out": layer.out if layer.out is not None else template.frames,
+                "box": {
+                    "x": box.x if box else 0,
+                    "y": box.y if box else 0,
+                    "w": box.w if box else template.width,
+                    "h": box.h if box else template.height,
+                },
+                "customizable": customizable_properties(layer.type),
+                "assetKind": asset_kind_for_layer(layer),
+                "defaults": defaults,
+            }
+        )
+    return {
+        "name": template.name,
+        "width": template.width,
+        "height": template.height,
+        "fps": [fps.numerator, fps.denominator],
+        "frames": template.frames,
+        "durationSeconds": float(template.frames / fps),
+        "background": template.background,
+        "layers": layers,
+        "audio": [
+            {
+                "id": track.id,
+                "src": track.src,
+                "replaceable": track.replaceable,
+            }
+            for track in template.audio
+        ],
+        "fonts": list(template.fonts),
+    }

@@ -1,0 +1,334 @@
+"""Media probing: does a file decode, and is it a format the renderer accepts (SPEC §4, §9)?
+
+Probes open the file, check container and codec against what the renderer supports, and
+decode a little (an image fully, a video's first frame, an audio's first packets) so that a
+file that merely looks right is not accepted. Input comes from uploads, so the decoders are
+fed hostile bytes: any failure inside Pillow or FFmpeg is reported as ``UnsupportedMedia``
+naming the file, never as a crash.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+from renderer.errors import UnsupportedMedia
+
+MAX_MEDIA_DIMENSION = 8192
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+MAX_IMAGE_FRAMES = 10_000
+_IMAGE_FORMATS = ("PNG", "JPEG", "GIF")
+_TGA_SUFFIXES = (".tga", ".icb", ".vda", ".vst")
+_VIDEO_CODECS = {"h264": "H.264", "hevc": "H.265"}
+_ABS_PATH_RE = re.compile(r"'/[^']*'")
+_MP4_FAMILY = {"mov", "mp4", "m4a", "3gp", "3g2", "mj2"}
+# Formats an image upload may well be in, named in the refusal so the user knows what it is.
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"BM", 0, "BMP"),
+    (b"WEBP", 8, "WebP"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
+    (b"8BPS", 0, "PSD"),
+    (b"\x00\x00\x01\x00", 0, "ICO"),
+    (b"ftypheic", 4, "HEIC"),
+    (b"ftypavif", 4, "AVIF"),
+    (b"<svg", 0, "SVG"),
+    (b"<?xml", 0, "SVG/XML"),
+    (b"%PDF", 0, "PDF"),
+)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    frames: int
+    animated: bool
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: Fraction
+    duration_s: float
+    codec: str
+    frames_estimate: int
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    codec: str
+    sample_rate: int
+    channels: int
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class FontInfo:
+    family: str
+    style: str
+
+
+def _label(path: Path, name: str | None) -> str:
+    return name if name is not None else path.name
+
+
+def _sniff(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(32)
+    except OSError:
+        return None
+    for magic, offset, label in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return label
+    return None
+
+
+def probe_image(path: Path, name: str | None = None) -> ImageInfo:
+    """Check that ``path`` is a PNG, JPEG, GIF (animated or not) or TGA that decodes.
+
+    Args:
+        path: the file.
+        name: how to call it in messages (e.g. ``images/logo.png``); default its file name.
+
+    Raises:
+        UnsupportedMedia: another format, undecodable or truncated data, or over
+            ``MAX_MEDIA_DIMENSION`` pixels a side.
+    """
+    from PIL import Image
+
+    label = _label(path, name)
+    # TGA has no signature, so Pillow would try it on any bytes; only trust it by suffix.
+    formats = _IMAGE_FORMATS + (("TGA",) if path.suffix.lower() in _TGA_SUFFIXES else ())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=list(formats)) as im:
+                width, height = im.size
+                if width < 1 or height < 1:
+                    raise UnsupportedMedia(f"{label}: image has no pixels")
+                if max(width, height) > MAX_MEDIA_DIMENSION or width * height > MAX_IMAGE_PIXELS:
+                    raise UnsupportedMedia(
+                        f"{label}: image is {width}x{height}; the largest accepted is "
+                        f"{MAX_MEDIA_DIMENSION} pixels a side"
+                    )
+                frames = int(getattr(im, "n_frames", 1))
+                if frames > MAX_IMAGE_FRAMES:
+                    raise UnsupportedMedia(
+                        f"{label}: animation has {frames} frames (limit {MAX_IMAGE_FRAMES})"
+                    )
+                # Decode every frame: a GIF truncated halfway must fail here, not mid-render.
+                for index in range(frames):
+                    im.seek(index)
+                    im.load()
+    except UnsupportedMedia:
+        raise
+    except FileNotFoundError as err:
+        raise UnsupportedMedia(f"{label}: file not found") from err
+    except Exception as err:  # Pillow raises many types on hostile input; all mean "unusable"
+        sniffed = _sniff(path)
+        if sniffed is not None:
+            raise UnsupportedMedia(
+                f"{label}: image format {sniffed} is not supported; use PNG, JPEG, GIF or TGA"
+            ) from err
+        raise UnsupportedMedia(
+            f"{label}: not a readable image (PNG, JPEG, GIF or TGA): {_reason(err, path, label)}"
+        ) from err
+    return ImageInfo(width=width, height=height, frames=frames, animated=frames > 1)
+
+
+def _reason(err: BaseException, path: Path, label: str) -> str:
+    text = str(err).strip() or type(err).__name__
+    # Library messages quote the full path; that would leak server-side folders to clients.
+    text = text.replace(str(path), label)
+    return _ABS_PATH_RE.sub("'...'", text)[:200]
+
+
+def _container_family(format_name: str) -> set[str]:
+    return set(format_name.split(","))
+
+
+def probe_video(path: Path, name: str | None = None) -> VideoInfo:
+    """Check that ``path`` is an MP4/MOV with an H.264 or H.265 video stream that decodes.
+
+    Args:
+        path: the file.
+        name: how to call it in messages (e.g. ``videos/bg.mp4``); default its file name.
+
+    Returns:
+        size, frame rate, duration, codec (``h264``/``hevc``), an estimated frame count and
+        whether it carries sound.
+
+    Raises:
+        UnsupportedMedia: another container or codec (named in the message), no video
+            stream, no frame rate, over ``MAX_MEDIA_DIMENSION``, or the first frame does not
+            decode.
+    """
+    import av
+
+    label = _label(path, name)
+    try:
+        with av.open(str(path)) as container:
+            family = _container_family(container.format.name)
+            if not family & _MP4_FAMILY:
+                raise UnsupportedMedia(
+                    f"{label}: container '{container.format.name}' is not supported; "
+                    "use MP4 with H.264 or H.265"
+                )
+            if not container.streams.video:
+                raise UnsupportedMedia(f"{label}: has no video stream")
+            stream = container.streams.video[0]
+            codec = stream.codec_context.codec.canonical_name
+            if codec not in _VIDEO_CODECS:
+                raise UnsupportedMedia(
+                    f"{label}: video codec '{codec}' is not supported; use H.264 or H.265"
+                )
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if width < 1 or height < 1:
+                raise UnsupportedMedia(f"{label}: video has no picture size")
+            if max(width, height) > MAX_MEDIA_DIMENSION:
+                raise UnsupportedMedia(
+                    f"{label}: video is {width}x{height}; the largest accepted is "
+                    f"{MAX_MEDIA_DIMENSION} pixels a side"
+                )
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            if not rate or rate <= 0:
+                raise UnsupportedMedia(f"{label}: video has no frame rate")
+            fps = Fraction(rate)
+            duration_s = _duration(stream.duration, stream.time_base, container.duration)
+            frames = int(stream.frames) or round(duration_s * fps)
+            has_audio = bool(container.streams.audio)
+            first = next(iter(container.decode(stream)), None)
+            if first is None:
+                raise UnsupportedMedia(f"{label}: video has no decodable frames")
+    except UnsupportedMedia:
+        raise
+    except FileNotFoundError as err:
+        raise UnsupportedMedia(f"{label}: file not found") from err
+    except Exception as err:  # FFmpeg errors on hostile input all mean "unusable"
+        raise UnsupportedMedia(
+            f"{label}: not a readable video (MP4 with H.264 or H.265): {_reason(err, path, label)}"
+        ) from err
+    return VideoInfo(
+        width=width,
+        height=height,
+        fps=fps,
+        duration_s=duration_s,
+        codec=codec,
+        frames_estimate=frames,
+        has_audio=has_audio,
+    )
+
+
+def _duration(
+    stream_duration: int | None, time_base: Fraction | None, container_duration: int | None
+) -> float:
+    if stream_duration and time_base:
+        return float(stream_duration * time_base)
+    if container_duration:
+        return container_duration / 1_000_000  # AV_TIME_BASE
+    return 0.0
+
+
+def probe_audio(path: Path, name: str | None = None) -> AudioInfo:
+    """Check that ``path`` is MP3, WAV (PCM) or AAC (ADTS ``.aac`` or in MP4/M4A) and that
+    its first packets decode.
+
+    Args:
+        path: the file.
+        name: how to call it in messages (e.g. ``audio/music.mp3``); default its file name.
+
+    Raises:
+        UnsupportedMedia: another container or codec (named), no audio stream, or it does not
+            decode.
+    """
+    import av
+
+    label = _label(path, name)
+    try:
+        with av.open(str(path)) as container:
+            family = _container_family(container.format.name)
+            if not family & (_MP4_FAMILY | {"mp3", "wav", "aac"}):
+                raise UnsupportedMedia(
+                    f"{label}: container '{container.format.name}' is not supported; "
+                    "use MP3, WAV or AAC"
+                )
+            if not container.streams.audio:
+                raise UnsupportedMedia(f"{label}: has no audio stream")
+            stream = container.streams.audio[0]
+            codec = stream.codec_context.codec.canonical_name
+            accepted = (
+                ("mp3" in family and codec == "mp3")
+                or ("wav" in family and codec.startswith("pcm_"))
+                or ("aac" in family and codec == "aac")
+                or (bool(family & _MP4_FAMILY) and codec in ("aac", "mp3"))
+            )
+            if not accepted:
+                raise UnsupportedMedia(
+                    f"{label}: audio codec '{codec}' in '{container.format.name}' is not "
+                    "supported; use MP3, WAV (PCM) or AAC"
+                )
+            sample_rate = int(stream.codec_context.sample_rate or 0)
+            channels = int(stream.codec_context.layout.nb_channels or 0)
+            if sample_rate <= 0 or channels <= 0:
+                raise UnsupportedMedia(f"{label}: audio has no sample rate or channels")
+            duration_s = _duration(stream.duration, stream.time_base, container.duration)
+            first = next(iter(container.decode(stream)), None)
+            if first is None:
+                raise UnsupportedMedia(f"{label}: audio has no decodable samples")
+    except UnsupportedMedia:
+        raise
+    except FileNotFoundError as err:
+        raise UnsupportedMedia(f"{label}: file not found") from err
+    except Exception as err:  # FFmpeg errors on hostile input all mean "unusable"
+        raise UnsupportedMedia(
+            f"{label}: not readable audio (MP3, WAV or AAC): {_reason(err, path, label)}"
+        ) from err
+    return AudioInfo(codec=codec, sample_rate=sample_rate, channels=channels, duration_s=duration_s)
+
+
+def check_font(path: Path, name: str | None = None) -> FontInfo:
+    """Check that FreeType (through Pillow) loads ``path`` as a font (TTF, OTF, TTC).
+
+    Raises:
+        UnsupportedMedia: the file is not a font FreeType can load.
+    """
+    from PIL import ImageFont
+
+    label = _label(path, name)
+    try:
+        font = ImageFont.truetype(str(path), 16)
+        family, style = font.getname()
+        font.getbbox("Ag")
+    except FileNotFoundError as err:
+        raise UnsupportedMedia(f"{label}: file not found") from err
+    except Exception as err:  # FreeType reports bad fonts as OSError or ValueError
+        raise UnsupportedMedia(
+            f"{label}: cannot be loaded as a font (TTF or OTF): {_reason(err, path, label)}"
+        ) from err
+    return FontInfo(family=family or "", style=style or "")
+
+
+def validate_media_file(
+    path: Path, kind: Literal["image", "video", "audio"], name: str | None = None
+) -> ImageInfo | VideoInfo | AudioInfo:
+    """Probe an uploaded file as the ``kind`` the service expects.
+
+    Raises:
+        UnsupportedMedia: the file is not usable as ``kind``.
+        ValueError: ``kind`` is not image, video or audio.
+    """
+    if kind == "image":
+        return probe_image(path, name)
+    if kind == "video":
+        return probe_video(path, name)
+    if kind == "audio":
+        return probe_audio(path, name)
+    raise ValueError(f"unknown media kind {kind!r}")
