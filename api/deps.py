@@ -1,0 +1,95 @@
+"""Request dependencies: settings, database, unit-of-work session, current user, admin.
+
+``SessionDep`` is function-scoped: the session commits (and sends its outbox) right after the
+path function returns, before the response goes out, so a client that sees an id can always
+read it back. On an error the session rolls back.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.auth import authenticate
+from api.errors import Forbidden, Unauthorized
+from jobs.db import Database
+from jobs.models import User
+from jobs.settings import Settings
+from jobs.storage import Storage
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your API key")
+admin_key_header = APIKeyHeader(
+    name="X-Admin-Key", auto_error=False, description="VELOCITY_ADMIN_KEY"
+)
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_db(request: Request) -> Database:
+    """The app's database."""
+    db: Database = request.app.state.db
+    return db
+
+
+def get_storage(request: Request) -> Storage:
+    """The app's storage root."""
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+async def get_session(db: Annotated[Database, Depends(get_db)]) -> AsyncIterator[AsyncSession]:
+    """A unit of work for the request: commit after the handler, roll back on error."""
+    async with db.session() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DbDep = Annotated[Database, Depends(get_db)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def current_user(
+    session: SessionDep, key: Annotated[str | None, Depends(api_key_header)]
+) -> User:
+    """The user of the ``X-API-Key`` header.
+
+    Raises:
+        Unauthorized: the header is missing, or the key is unknown or revoked.
+    """
+    if not key:
+        raise Unauthorized("Missing X-API-Key header", "missing_api_key")
+    user = await authenticate(session, key.strip())
+    if user is None:
+        raise Unauthorized("Invalid or revoked API key", "invalid_api_key")
+    return user
+
+
+UserDep = Annotated[User, Depends(current_user)]
+
+
+async def admin(
+    settings: SettingsDep, key: Annotated[str | None, Depends(admin_key_header)]
+) -> None:
+    """Allow the request only with ``X-Admin-Key`` equal to ``VELOCITY_ADMIN_KEY``.
+
+    Raises:
+        Forbidden: the admin API is disabled (no admin key configured).
+        Unauthorized: the header is missing or wrong.
+    """
+    if not settings.admin_key:
+        raise Forbidden("The admin API is disabled: set VELOCITY_ADMIN_KEY", "admin_disabled")
+    if not key or not hmac.compare_digest(key.encode(), settings.admin_key.encode()):
+        raise Unauthorized("Missing or invalid X-Admin-Key header", "invalid_admin_key")
+
+
+AdminDep = Depends(admin)

@@ -1,0 +1,142 @@
+"""The API's error vocabulary, mapped to responses in one place (``install_error_handlers``).
+
+Every error body is ``{"detail": "<what to fix>", "code": "<machine code>"}``. Unknown
+exceptions become a 500 ``internal_error`` whose text never reaches the client (it is logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("velocity.api")
+
+
+class AppError(Exception):
+    """Base of errors a client can cause; ``status``, ``code`` and ``detail`` go on the wire."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        if code:
+            self.code = code
+        self.headers = headers
+
+
+class BadRequest(AppError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "unauthorized"
+
+
+class PaymentRequired(AppError):
+    status = 402
+    code = "insufficient_render_budget"
+
+
+class Forbidden(AppError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(AppError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(AppError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+    code = "payload_too_large"
+
+
+class RangeNotSatisfiable(AppError):
+    status = 416
+    code = "range_not_satisfiable"
+
+
+class TooManyRequests(AppError):
+    status = 429
+    code = "too_many_requests"
+
+
+def error_body(detail: str, code: str) -> dict[str, str]:
+    """The JSON error body."""
+    return {"detail": detail, "code": code}
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    where = {
+        "query": "query parameter",
+        "path": "path parameter",
+        "header": "header",
+        "body": "body field",
+        "cookie": "cookie",
+        "form": "form field",
+    }
+    if not loc:
+        return "request"
+    head, *rest = loc
+    parts = [str(p) for p in rest]
+    if head in where:
+        if not parts:
+            return "request body" if head == "body" else where[head]
+        path = parts[0] + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts[1:])
+        return f"{where[head]} '{path}'"
+    return "'" + ".".join(str(p) for p in loc) + "'"
+
+
+def validation_detail(exc: RequestValidationError) -> str:
+    """One readable sentence per problem, naming the field: ``query parameter 'take': ...``."""
+    messages = []
+    for err in exc.errors()[:5]:
+        msg = str(err.get("msg", "invalid value"))
+        if err.get("type") == "missing":
+            msg = "is required"
+        messages.append(f"{_field_name(tuple(err.get('loc', ())))}: {msg}")
+    return "; ".join(messages) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map ``AppError``, validation errors, HTTP errors and crashes to ``{detail, code}``."""
+
+    @app.exception_handler(AppError)
+    async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse(error_body(exc.detail, exc.code), exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body(validation_detail(exc), "invalid_request"), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "No such endpoint"
+        return JSONResponse(
+            error_body(detail, codes.get(exc.status_code, "http_error")),
+            exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("internal error", "internal_error"), 500)

@@ -1,0 +1,195 @@
+"""Admin endpoints (header ``X-Admin-Key`` = ``VELOCITY_ADMIN_KEY``; disabled when unset)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter
+from pydantic import Field
+
+from api.auth import issue_key
+from api.deps import AdminDep, SessionDep, SettingsDep
+from api.errors import BadRequest, Conflict, NotFound
+from api.schemas.common import ApiModel, MessageResponse, UtcDateTime, error_responses
+from jobs.models import ApiKey, Asset, Audio, JobStatus, Template, User
+from jobs.quota import MB
+from jobs.store import accounts
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
+
+
+class UserCreate(ApiModel):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
+    quota_mb: int | None = Field(default=None, alias="quotaMB", ge=0)
+    render_budget_ms: int | None = Field(default=None, ge=0)
+    max_concurrent_renders: int | None = Field(default=None, ge=1)
+
+
+class UserUpdate(ApiModel):
+    quota_mb: int | None = Field(default=None, alias="quotaMB", ge=0)
+    render_budget_ms: int | None = Field(default=None, ge=0)
+    max_concurrent_renders: int | None = Field(default=None, ge=1)
+
+
+class UserDto(ApiModel):
+    id: uuid.UUID
+    name: str
+    quota_mb: int = Field(alias="quotaMB")
+    storage_used_bytes: int
+    storage_reserved_bytes: int
+    render_budget_ms: int
+    render_used_ms: int
+    render_reserved_ms: int
+    max_concurrent_renders: int
+    created_at: UtcDateTime
+
+    @classmethod
+    def of(cls, user: User, default_max: int) -> UserDto:
+        return cls(
+            id=user.id,
+            name=user.name,
+            quota_mb=user.storage_quota_bytes // MB,
+            storage_used_bytes=user.storage_used_bytes,
+            storage_reserved_bytes=user.storage_reserved_bytes,
+            render_budget_ms=user.render_budget_ms,
+            render_used_ms=user.render_used_ms,
+            render_reserved_ms=user.render_reserved_ms,
+            max_concurrent_renders=user.max_concurrent_renders or default_max,
+            created_at=user.created_at,
+        )
+
+
+class KeyCreated(ApiModel):
+    user_id: uuid.UUID
+    prefix: str
+    api_key: str = Field(description="Shown once; only its hash is stored")
+
+
+class UserCreated(UserDto):
+    api_key: str
+    key_prefix: str
+
+
+@router.post("/users", response_model=UserCreated, responses=error_responses(400, 401, 409))
+async def create_user(body: UserCreate, session: SessionDep, settings: SettingsDep) -> UserCreated:
+    """Create a user and its first API key (shown once)."""
+    try:
+        user = await accounts.create_user(
+            session,
+            body.name,
+            storage_quota_mb=(
+                body.quota_mb if body.quota_mb is not None else settings.default_storage_quota_mb
+            ),
+            render_budget_ms=(
+                body.render_budget_ms
+                if body.render_budget_ms is not None
+                else settings.default_render_budget_ms
+            ),
+            max_concurrent_renders=body.max_concurrent_renders,
+        )
+    except accounts.UserExists as exc:
+        raise Conflict(str(exc), "user_exists") from None
+    key = await issue_key(session, user.id)
+    dto = UserDto.of(user, settings.max_concurrent_renders)
+    return UserCreated(**dto.model_dump(by_alias=False), api_key=key.key, key_prefix=key.prefix)
+
+
+@router.get("/users", response_model=list[UserDto])
+async def list_users(session: SessionDep, settings: SettingsDep) -> list[UserDto]:
+    """Every user with its ledgers."""
+    return [
+        UserDto.of(u, settings.max_concurrent_renders) for u in await accounts.list_users(session)
+    ]
+
+
+@router.post("/users/{user_id}/keys", response_model=KeyCreated, responses=error_responses(404))
+async def create_key(user_id: uuid.UUID, session: SessionDep) -> KeyCreated:
+    """Issue another API key for the user (shown once)."""
+    if await accounts.get_user(session, user_id) is None:
+        raise NotFound(f"User {user_id} not found")
+    key = await issue_key(session, user_id)
+    return KeyCreated(user_id=user_id, prefix=key.prefix, api_key=key.key)
+
+
+@router.delete("/keys/{prefix}", response_model=MessageResponse, responses=error_responses(404))
+async def revoke_key(prefix: str, session: SessionDep) -> MessageResponse:
+    """Revoke the key with this visible prefix (``vel_`` + 8 characters)."""
+    if not await accounts.revoke_api_key(session, prefix):
+        raise NotFound(f"No active API key with prefix {prefix!r}")
+    return MessageResponse(message="API key revoked")
+
+
+@router.patch("/users/{user_id}", response_model=UserDto, responses=error_responses(400, 404))
+async def update_user(
+    user_id: uuid.UUID, body: UserUpdate, session: SessionDep, settings: SettingsDep
+) -> UserDto:
+    """Set the storage quota (MB), render-time budget (ms) or concurrent-render limit."""
+    fields = body.model_dump(exclude_unset=True, by_alias=False)
+    if not fields:
+        raise BadRequest(
+            "Set at least one of quotaMB, renderBudgetMs, maxConcurrentRenders", "invalid_request"
+        )
+    values: dict[str, Any] = {}
+    if "quota_mb" in fields and fields["quota_mb"] is not None:
+        values["storage_quota_bytes"] = fields["quota_mb"] * MB
+    if "render_budget_ms" in fields and fields["render_budget_ms"] is not None:
+        values["render_budget_ms"] = fields["render_budget_ms"]
+    if "max_concurrent_renders" in fields:
+        values["max_concurrent_renders"] = fields["max_concurrent_renders"]
+    if values:
+        await session.execute(
+            sa.update(User)
+            .where(User.id == user_id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    user = await accounts.get_user(session, user_id)
+    if user is None:
+        raise NotFound(f"User {user_id} not found")
+    await session.refresh(user)
+    return UserDto.of(user, settings.max_concurrent_renders)
+
+
+@router.get("/stats")
+async def stats(session: SessionDep) -> dict[str, Any]:
+    """Counts of users, keys, templates, audio and assets by status, renders by status, and
+    storage and render time used."""
+
+    async def by_status(model: Any) -> dict[str, int]:
+        rows = (
+            await session.execute(sa.select(model.status, sa.func.count()).group_by(model.status))
+        ).all()
+        return {JobStatus(s).value: int(n) for s, n in rows}
+
+    totals = (
+        await session.execute(
+            sa.select(
+                sa.func.count(User.id),
+                sa.func.coalesce(sa.func.sum(User.storage_used_bytes), 0),
+                sa.func.coalesce(sa.func.sum(User.render_used_ms), 0),
+            )
+        )
+    ).one()
+    result: dict[str, Any] = {
+        "users": int(totals[0]),
+        "storageUsedBytes": int(totals[1]),
+        "renderUsedMs": int(totals[2]),
+        "activeApiKeys": int(
+            (
+                await session.execute(
+                    sa.select(sa.func.count(ApiKey.id)).where(ApiKey.revoked_at.is_(None))
+                )
+            ).scalar_one()
+        ),
+        "templates": await by_status(Template),
+        "audio": await by_status(Audio),
+        "assets": await by_status(Asset),
+    }
+    from jobs.models import render as render_models
+
+    render_cls = getattr(render_models, "Render", None)
+    if render_cls is not None:
+        result["renders"] = await by_status(render_cls)
+    return result

@@ -1,0 +1,68 @@
+"""``GET /health``: unauthenticated liveness of the database, broker, storage and encoders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+router = APIRouter(tags=["health"])
+
+
+def _broker_ok(broker: Any) -> bool:
+    client = getattr(broker, "client", None)
+    if client is None:
+        return True  # in-process StubBroker
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def _storage_ok(storage: Any) -> bool:
+    try:
+        probe = storage.tmp_path(".probe")
+        probe.write_bytes(b"ok")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def _encoders() -> dict[str, bool]:
+    # The media stack is imported here only, on first use, to keep the API process light.
+    from renderer.encoder import available_encoders
+
+    return available_encoders()
+
+
+@router.get(
+    "/health",
+    summary="Service health",
+    responses={503: {"description": "A dependency is down"}},
+)
+async def health(request: Request) -> JSONResponse:
+    """``{ok, database, broker, storage, encoders}``; 503 when a dependency is down."""
+    service = request.app.state.service
+    database = await service.db.ping()
+    broker = await anyio.to_thread.run_sync(_broker_ok, service.broker)
+    storage = await anyio.to_thread.run_sync(_storage_ok, service.storage)
+    encoders = service.extras.get("encoders")
+    if encoders is None:
+        try:
+            encoders = await anyio.to_thread.run_sync(_encoders)
+        except Exception:
+            encoders = {}
+        service.extras["encoders"] = encoders
+    ok = database and broker and storage
+    body = {
+        "ok": ok,
+        "database": database,
+        "broker": broker,
+        "storage": storage,
+        "mode": "embedded" if service.settings.embedded else "distributed",
+        "encoders": encoders,
+    }
+    return JSONResponse(body, status_code=200 if ok else 503)

@@ -1,0 +1,245 @@
+"""Streaming multipart uploads: the body goes to a temp file while its bytes are counted.
+
+The request body is fed chunk by chunk (``request.stream()``) to python-multipart's
+incremental parser; the ``file`` part is appended to a temporary file, other form fields
+(small) are kept in memory. Memory stays bounded by one network chunk whatever the upload
+size. Limits are enforced while streaming: past ``max_bytes`` → 413, past the account's free
+quota → 400 ``storage_quota_exceeded``; on any failure the temp file is removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import Request
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
+
+from api.errors import BadRequest, PayloadTooLarge
+
+MAX_FIELD_BYTES = 64 * 1024
+_SLACK = 1024 * 1024  # multipart framing allowance for the Content-Length pre-check
+
+
+@dataclass
+class ReceivedFile:
+    """The uploaded file, complete on disk at ``path``."""
+
+    path: Path
+    filename: str
+    size: int
+    content_type: str | None
+
+
+@dataclass
+class ReceivedForm:
+    """The file part and the other (text) fields of a multipart form."""
+
+    file: ReceivedFile | None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def quota_error(needed: int, available: int) -> BadRequest:
+    """The 400 for an upload larger than what the account has left."""
+    return BadRequest(
+        f"Storage quota exceeded: the upload needs {needed / 1e6:.1f} MB but only "
+        f"{max(available, 0) / 1e6:.1f} MB are available. Delete templates, audio or renders, "
+        "or ask an admin for a larger quota.",
+        "storage_quota_exceeded",
+    )
+
+
+def too_large(max_bytes: int) -> PayloadTooLarge:
+    """The 413 for an upload past the size limit."""
+    return PayloadTooLarge(
+        f"File size exceeds the maximum allowed ({max_bytes} bytes)", "payload_too_large"
+    )
+
+
+class _Collector:
+    def __init__(self, file_field: str, tmp_path: Path) -> None:
+        self.file_field = file_field
+        self.tmp_path = tmp_path
+        self.header_field = b""
+        self.header_value = b""
+        self.headers: dict[str, bytes] = {}
+        self.part_name: str | None = None
+        self.part_filename: str | None = None
+        self.part_content_type: str | None = None
+        self.in_file = False
+        self.file_seen = False
+        self.filename = ""
+        self.content_type: str | None = None
+        self.pending: list[bytes] = []
+        self.fields: dict[str, bytearray] = {}
+        self.field_bytes = 0
+
+    def on_part_begin(self) -> None:
+        self.headers = {}
+        self.part_name = self.part_filename = self.part_content_type = None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[self.header_field.decode("latin-1").lower()] = self.header_value
+        self.header_field = self.header_value = b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self.headers.get("content-disposition", b""))
+        name = options.get(b"name")
+        filename = options.get(b"filename")
+        self.part_name = name.decode("utf-8", "replace") if name is not None else None
+        self.part_filename = filename.decode("utf-8", "replace") if filename is not None else None
+        ctype = self.headers.get("content-type")
+        self.part_content_type = ctype.decode("latin-1") if ctype else None
+        if self.part_name == self.file_field:
+            if self.file_seen:
+                raise BadRequest(f"Send a single '{self.file_field}' part", "invalid_request")
+            self.file_seen = True
+            self.in_file = True
+            self.filename = self.part_filename or ""
+            self.content_type = self.part_content_type
+        elif self.part_name is not None:
+            self.fields.setdefault(self.part_name, bytearray())
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.in_file:
+            self.pending.append(data[start:end])
+        elif self.part_name is not None:
+            self.field_bytes += end - start
+            if self.field_bytes > MAX_FIELD_BYTES:
+                raise BadRequest("Form fields other than the file are too large", "invalid_request")
+            self.fields[self.part_name] += data[start:end]
+
+    def on_part_end(self) -> None:
+        self.in_file = False
+
+
+async def receive_multipart(
+    request: Request,
+    tmp_path: Path,
+    *,
+    max_bytes: int,
+    available_bytes: int | None = None,
+    file_field: str = "file",
+) -> ReceivedForm:
+    """Stream a ``multipart/form-data`` body, writing the ``file_field`` part to ``tmp_path``.
+
+    Args:
+        request: the request whose body has not been read yet.
+        tmp_path: where the file part is written (same filesystem as its final place).
+        max_bytes: largest accepted file.
+        available_bytes: the account's free quota at the start; exceeding it aborts early
+            (the caller still reserves atomically afterwards).
+        file_field: name of the file part.
+
+    Raises:
+        BadRequest: not multipart, malformed, or (code ``storage_quota_exceeded``) over quota.
+        PayloadTooLarge: the file is larger than ``max_bytes``.
+    """
+    ctype, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise BadRequest(
+            f"Send the upload as multipart/form-data with a '{file_field}' field",
+            "invalid_request",
+        )
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > max_bytes + _SLACK:
+        raise too_large(max_bytes)
+
+    collector = _Collector(file_field, tmp_path)
+    callbacks = {
+        name: getattr(collector, name)
+        for name in (
+            "on_part_begin",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
+            "on_part_data",
+            "on_part_end",
+        )
+    }
+    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    written = 0
+    handle = await anyio.open_file(tmp_path, "wb")
+    try:
+        try:
+            async for chunk in request.stream():
+                if not chunk:
+                    continue
+                try:
+                    parser.write(chunk)
+                except (BadRequest, PayloadTooLarge):
+                    raise
+                except Exception as exc:
+                    raise BadRequest("The multipart body is malformed", "invalid_request") from exc
+                if collector.pending:
+                    data = b"".join(collector.pending)
+                    collector.pending.clear()
+                    written += len(data)
+                    if written > max_bytes:
+                        raise too_large(max_bytes)
+                    if available_bytes is not None and written > available_bytes:
+                        raise quota_error(written, available_bytes)
+                    await handle.write(data)
+            parser.finalize()
+        except ClientDisconnect:
+            raise
+        finally:
+            await handle.aclose()
+        if not collector.file_seen:
+            raise BadRequest(f"Missing form field '{file_field}' with the file", "invalid_request")
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    fields = {k: v.decode("utf-8", "replace") for k, v in collector.fields.items()}
+    received = ReceivedFile(tmp_path, collector.filename, written, collector.content_type)
+    return ReceivedForm(received, fields)
+
+
+def display_name(filename: str, fallback: str) -> str:
+    """A client file name reduced to its last path component (for display only)."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    name = "".join(c for c in name if c.isprintable())
+    return (name or fallback)[:255]
+
+
+async def stream_upload(
+    request: Request, session: Any, user: Any, settings: Any, storage: Any
+) -> ReceivedForm:
+    """End the session's transaction, then stream the body to a temp file in storage.
+
+    The early quota check uses the user's row as loaded by authentication; the atomic
+    reservation happens afterwards (``reserve_upload``).
+    """
+    available = user.storage_quota_bytes - user.storage_used_bytes - user.storage_reserved_bytes
+    # Nothing may hold a database transaction while a large body is streaming in.
+    await session.commit()
+    tmp = storage.tmp_path()
+    return await receive_multipart(
+        request, tmp, max_bytes=settings.max_upload_bytes, available_bytes=max(available, 0)
+    )
+
+
+async def reserve_upload(session: Any, user: Any, received: ReceivedFile) -> None:
+    """Atomically reserve storage for the received file, or remove it and refuse.
+
+    Raises:
+        BadRequest: ``storage_quota_exceeded`` (the temp file is deleted first).
+    """
+    from jobs.quota import reserve_storage
+
+    if not await reserve_storage(session, user.id, received.size):
+        received.path.unlink(missing_ok=True)
+        await session.refresh(user)
+        available = user.storage_quota_bytes - user.storage_used_bytes - user.storage_reserved_bytes
+        raise quota_error(received.size, available)

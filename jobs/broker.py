@@ -1,0 +1,91 @@
+"""Broker set-up: Redis in production, an in-process StubBroker in the embedded mode.
+
+``setup_broker`` must run before the actor modules are imported (dramatiq binds an actor to
+the global broker when it is declared); when actors already exist (tests build several
+services in one process) they are moved onto the new broker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable
+
+import dramatiq
+import dramatiq.broker
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+
+from jobs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LIBRARY_QUEUE = "library"
+RENDERS_QUEUE = "renders"
+ALL_QUEUES = (LIBRARY_QUEUE, RENDERS_QUEUE)
+ACTOR_MODULES = ("jobs.actors.library", "jobs.actors.renders")
+
+
+def setup_broker(settings: Settings) -> dramatiq.Broker:
+    """Create the broker for ``settings``, make it the global one and declare every actor.
+
+    Args:
+        settings: ``broker_url`` selects RedisBroker; None selects StubBroker.
+
+    Returns:
+        The broker, already set with ``dramatiq.set_broker``.
+    """
+    from jobs.actors import ThreadRuntimeMiddleware
+
+    broker: dramatiq.Broker = (
+        RedisBroker(url=settings.broker_url)  # type: ignore[no-untyped-call]
+        if settings.broker_url
+        else StubBroker()
+    )
+    broker.add_middleware(ThreadRuntimeMiddleware())
+    for queue in ALL_QUEUES:
+        broker.declare_queue(queue)
+
+    previous = dramatiq.broker.global_broker
+    dramatiq.set_broker(broker)
+    if previous is not None and previous is not broker:
+        for name in previous.get_declared_actors():
+            actor = previous.get_actor(name)
+            actor.broker = broker
+            broker.declare_actor(actor)
+    load_actors()
+    return broker
+
+
+def load_actors() -> None:
+    """Import the actor modules so their actors are declared on the global broker."""
+    for module in ACTOR_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            log.warning("actor module %s is missing; its jobs will not run", module)
+
+
+def start_embedded_worker(
+    broker: dramatiq.Broker, threads: int, queues: Iterable[str] | None = None
+) -> dramatiq.Worker:
+    """Start dramatiq worker threads inside this process (embedded mode or tests).
+
+    Args:
+        broker: the broker returned by ``setup_broker``.
+        threads: number of worker threads.
+        queues: queue names to consume; default all.
+
+    Returns:
+        The started worker; call ``.stop()`` on shutdown.
+    """
+    worker = dramatiq.Worker(
+        broker,
+        queues=set(queues) if queues else set(ALL_QUEUES),
+        worker_threads=threads,
+        worker_timeout=100,
+    )
+    worker.start()
+    return worker

@@ -1,0 +1,131 @@
+"""Recovery sweeper, run when ``velocity serve`` or ``velocity worker`` starts.
+
+Library jobs (template, audio, asset processing) that are pending were possibly never sent
+(a crash between commit and send) and are re-enqueued; duplicates are harmless because each
+actor claims its job with a compare-and-set. Jobs stuck in ``processing`` are put back to
+``pending`` first when their worker must be dead: in the embedded mode every one of them (the
+only worker is this process), with an external broker those older than the actor's time limit.
+Renders are recovered by ``jobs.actors.renders.recover_renders`` (lease based).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+import sqlalchemy as sa
+
+from jobs.actors import ASSET_ACTOR, AUDIO_ACTOR, TEMPLATE_ACTOR
+from jobs.db import Database
+from jobs.messages import enqueue
+from jobs.models import Asset, Audio, AudioJob, JobStatus, Template, TemplateJob, utcnow
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_STALE = timedelta(minutes=31)
+MEDIA_STALE = timedelta(minutes=11)
+
+
+async def recover_library(db: Database, *, embedded: bool) -> int:
+    """Reset dead processing library jobs to pending and re-enqueue every pending one.
+
+    Args:
+        db: the database.
+        embedded: True when this process is the only worker (every processing job is dead).
+
+    Returns:
+        How many messages were enqueued.
+    """
+    now = utcnow()
+    template_cut = None if embedded else now - TEMPLATE_STALE
+    media_cut = None if embedded else now - MEDIA_STALE
+    count = 0
+    async with db.session() as s:
+        stale = sa.update(TemplateJob).where(TemplateJob.status == JobStatus.Processing)
+        if template_cut is not None:
+            stale = stale.where(
+                sa.or_(TemplateJob.started_at.is_(None), TemplateJob.started_at < template_cut)
+            )
+        await s.execute(
+            stale.values(status=JobStatus.Pending, stage="uploaded").execution_options(
+                synchronize_session=False
+            )
+        )
+        stale_audio = sa.update(AudioJob).where(AudioJob.status == JobStatus.Processing)
+        if media_cut is not None:
+            stale_audio = stale_audio.where(AudioJob.created_at < media_cut)
+        await s.execute(
+            stale_audio.values(status=JobStatus.Pending).execution_options(
+                synchronize_session=False
+            )
+        )
+        stale_asset = sa.update(Asset).where(Asset.status == JobStatus.Processing)
+        if media_cut is not None:
+            stale_asset = stale_asset.where(Asset.created_at < media_cut)
+        await s.execute(
+            stale_asset.values(status=JobStatus.Pending).execution_options(
+                synchronize_session=False
+            )
+        )
+
+        pending_templates = (
+            await s.execute(
+                sa.select(TemplateJob.id, TemplateJob.template_id).where(
+                    TemplateJob.status == JobStatus.Pending
+                )
+            )
+        ).all()
+        for job_id, template_id in pending_templates:
+            await s.execute(
+                sa.update(Template)
+                .where(Template.id == template_id, Template.status == JobStatus.Processing)
+                .values(status=JobStatus.Pending)
+                .execution_options(synchronize_session=False)
+            )
+            enqueue(s, TEMPLATE_ACTOR, job_id)
+            count += 1
+        pending_audio = (
+            await s.execute(
+                sa.select(AudioJob.id, AudioJob.audio_id).where(
+                    AudioJob.status == JobStatus.Pending
+                )
+            )
+        ).all()
+        for job_id, audio_id in pending_audio:
+            await s.execute(
+                sa.update(Audio)
+                .where(Audio.id == audio_id, Audio.status == JobStatus.Processing)
+                .values(status=JobStatus.Pending)
+                .execution_options(synchronize_session=False)
+            )
+            enqueue(s, AUDIO_ACTOR, job_id)
+            count += 1
+        pending_assets = (
+            await s.execute(sa.select(Asset.id).where(Asset.status == JobStatus.Pending))
+        ).scalars()
+        for asset_id in pending_assets:
+            enqueue(s, ASSET_ACTOR, asset_id)
+            count += 1
+    return count
+
+
+async def recover(db: Database, broker: dramatiq.Broker, *, embedded: bool) -> dict[str, Any]:
+    """Recover library jobs and renders at start-up; returns what was done (for logs)."""
+    done: dict[str, Any] = {"library": await recover_library(db, embedded=embedded)}
+    try:
+        renders = importlib.import_module("jobs.actors.renders")
+    except ImportError:
+        renders = None
+    fn = getattr(renders, "recover_renders", None)
+    if fn is not None:
+        result = fn(db, broker)
+        if inspect.isawaitable(result):
+            result = await result
+        done["renders"] = result
+    if done["library"]:
+        log.info("recovery re-enqueued %s library jobs", done["library"])
+    return done

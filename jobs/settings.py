@@ -1,0 +1,64 @@
+"""Typed service settings, read once by the composition root and passed down.
+
+Every field maps to a ``VELOCITY_*`` environment variable (a ``.env`` file in the working
+directory is honoured). Nothing in the code base reads the environment at import time: the
+CLI or the app factory builds one ``Settings()`` and hands it to whoever needs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GIB = 1024**3
+
+
+class Settings(BaseSettings):
+    """Service configuration (SPEC §2).
+
+    ``broker_url`` absent selects the embedded mode: a dramatiq StubBroker served by worker
+    threads inside ``velocity serve``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="VELOCITY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./var/velocity.db"
+    broker_url: str | None = None
+    storage_dir: Path = Path("./var/storage")
+    admin_key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    worker_threads: int = Field(default=2, ge=1, le=64)
+    default_storage_quota_mb: int = Field(default=5000, ge=0)
+    default_render_budget_ms: int = Field(default=3_600_000, ge=0)
+    max_concurrent_renders: int = Field(default=10, ge=1)
+    encoder: Literal["auto", "software", "nvenc"] = "auto"
+    lease_seconds: int = Field(default=30, ge=2)
+    max_upload_bytes: int = Field(default=2 * GIB, ge=1)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("broker_url", "admin_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        # An empty VELOCITY_BROKER_URL= line in .env means "not set", not "connect to ''".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True when no external broker is configured (in-process worker threads)."""
+        return self.broker_url is None
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is a SQLite file (the embedded default)."""
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,1 @@
+"""Store functions: queries and state changes that only flush (the edges commit)."""

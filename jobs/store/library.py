@@ -1,0 +1,473 @@
+"""Queries and state changes for templates, audio (and groups) and assets.
+
+Every lookup takes the owner's ``user_id``: another account's ids are simply not found.
+Functions only flush; the caller commits (and removes files after the commit).
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from jobs.models import (
+    ACTIVE_STATUSES,
+    Asset,
+    Audio,
+    AudioGroup,
+    AudioJob,
+    JobStatus,
+    Template,
+    TemplateJob,
+)
+from jobs.quota import free_storage, release_storage
+
+DEFAULT_GROUP_NAME = "Default"
+
+
+# --- usage by renders (owned by jobs.store.renders; a local query until it exists) -----------
+
+
+async def _render_uses(session: AsyncSession, column: str, object_id: uuid.UUID) -> bool:
+    from jobs.models import render as render_models
+
+    render_cls: Any = getattr(render_models, "Render", None)
+    if render_cls is None or not hasattr(render_cls, column):
+        return False
+    stmt = (
+        sa.select(sa.literal(1))
+        .where(
+            getattr(render_cls, column) == object_id,
+            render_cls.status.in_(list(ACTIVE_STATUSES)),
+        )
+        .limit(1)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+def _renders_store_function(name: str) -> Any:
+    try:
+        module = importlib.import_module("jobs.store.renders")
+    except ImportError:
+        return None
+    return getattr(module, name, None)
+
+
+async def template_in_use(session: AsyncSession, template_id: uuid.UUID) -> bool:
+    """True while a pending/processing/cancelling render uses the template."""
+    fn = _renders_store_function("template_in_use")
+    if fn is not None:
+        return bool(await fn(session, template_id))
+    return await _render_uses(session, "template_id", template_id)
+
+
+async def audio_in_use(session: AsyncSession, audio_id: uuid.UUID) -> bool:
+    """True while a pending/processing/cancelling render uses the audio."""
+    fn = _renders_store_function("audio_in_use")
+    if fn is not None:
+        return bool(await fn(session, audio_id))
+    return await _render_uses(session, "audio_id", audio_id)
+
+
+# --- templates --------------------------------------------------------------------------------
+
+
+async def create_template(
+    session: AsyncSession,
+    *,
+    template_id: uuid.UUID,
+    user_id: uuid.UUID,
+    name: str,
+    original_filename: str,
+    zip_path: str,
+    zip_bytes: int,
+) -> tuple[Template, TemplateJob]:
+    """Insert an uploaded template (its ZIP size already reserved) and its pending job."""
+    template = Template(
+        id=template_id,
+        user_id=user_id,
+        name=name,
+        original_filename=original_filename,
+        status=JobStatus.Pending,
+        zip_path=zip_path,
+        zip_bytes=zip_bytes,
+        size_bytes=zip_bytes,
+        reserved_bytes=zip_bytes,
+    )
+    session.add(template)
+    await session.flush()
+    job = TemplateJob(template_id=template_id, user_id=user_id, status=JobStatus.Pending)
+    session.add(job)
+    await session.flush()
+    return template, job
+
+
+async def get_template(
+    session: AsyncSession, user_id: uuid.UUID, template_id: uuid.UUID
+) -> Template | None:
+    """The user's template (any status but deleted) or None."""
+    stmt = sa.select(Template).where(
+        Template.id == template_id,
+        Template.user_id == user_id,
+        Template.status != JobStatus.Deleted,
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def template_job_for(
+    session: AsyncSession, user_id: uuid.UUID, some_id: uuid.UUID
+) -> tuple[TemplateJob, Template] | None:
+    """The latest job of template ``some_id``, or the job whose id is ``some_id``."""
+    base = (
+        sa.select(TemplateJob, Template)
+        .join(Template, Template.id == TemplateJob.template_id)
+        .where(TemplateJob.user_id == user_id, Template.status != JobStatus.Deleted)
+    )
+    row = (
+        await session.execute(
+            base.where(TemplateJob.template_id == some_id)
+            .order_by(TemplateJob.created_at.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        row = (await session.execute(base.where(TemplateJob.id == some_id))).first()
+    return (row[0], row[1]) if row else None
+
+
+async def list_completed_templates(session: AsyncSession, user_id: uuid.UUID) -> Sequence[Template]:
+    """The user's ready templates, newest first."""
+    stmt = (
+        sa.select(Template)
+        .where(Template.user_id == user_id, Template.status == JobStatus.Completed)
+        .order_by(Template.created_at.desc())
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def list_template_jobs(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    statuses: Sequence[JobStatus],
+    *,
+    skip: int = 0,
+    take: int | None = None,
+) -> Sequence[tuple[TemplateJob, Template]]:
+    """Template jobs in ``statuses`` with their templates, newest first."""
+    stmt = (
+        sa.select(TemplateJob, Template)
+        .join(Template, Template.id == TemplateJob.template_id)
+        .where(TemplateJob.user_id == user_id, TemplateJob.status.in_(list(statuses)))
+        .order_by(TemplateJob.created_at.desc(), TemplateJob.id)
+        .offset(skip)
+    )
+    if take is not None:
+        stmt = stmt.limit(take)
+    return [(r[0], r[1]) for r in (await session.execute(stmt)).all()]
+
+
+async def delete_template(session: AsyncSession, template: Template) -> list[str]:
+    """Delete the template row (its jobs cascade) and give its storage back.
+
+    Returns:
+        The stored paths to remove once the transaction has committed.
+    """
+    if template.size_bytes and template.status == JobStatus.Completed:
+        await free_storage(session, template.user_id, template.size_bytes)
+    if template.reserved_bytes:
+        await release_storage(session, template.user_id, template.reserved_bytes)
+    paths = [p for p in (template.zip_path, template.extracted_dir) if p]
+    await session.execute(sa.delete(TemplateJob).where(TemplateJob.template_id == template.id))
+    await session.execute(sa.delete(Template).where(Template.id == template.id))
+    return paths
+
+
+# --- audio groups and audio --------------------------------------------------------------------
+
+
+async def create_group(session: AsyncSession, user_id: uuid.UUID, name: str) -> AudioGroup:
+    """Create an audio asset group."""
+    group = AudioGroup(user_id=user_id, name=name)
+    session.add(group)
+    await session.flush()
+    return group
+
+
+async def get_group(
+    session: AsyncSession, user_id: uuid.UUID, group_id: uuid.UUID
+) -> AudioGroup | None:
+    """The user's group or None."""
+    stmt = sa.select(AudioGroup).where(AudioGroup.id == group_id, AudioGroup.user_id == user_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def default_group(session: AsyncSession, user_id: uuid.UUID) -> AudioGroup:
+    """The user's "Default" group, created on first use."""
+    stmt = (
+        sa.select(AudioGroup)
+        .where(AudioGroup.user_id == user_id, AudioGroup.name == DEFAULT_GROUP_NAME)
+        .order_by(AudioGroup.created_at)
+        .limit(1)
+    )
+    group = (await session.execute(stmt)).scalar_one_or_none()
+    return group or await create_group(session, user_id, DEFAULT_GROUP_NAME)
+
+
+async def list_groups(session: AsyncSession, user_id: uuid.UUID) -> Sequence[AudioGroup]:
+    """The user's groups, oldest first."""
+    stmt = (
+        sa.select(AudioGroup)
+        .where(AudioGroup.user_id == user_id)
+        .order_by(AudioGroup.created_at, AudioGroup.id)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def audios_in_group(
+    session: AsyncSession, user_id: uuid.UUID, group_id: uuid.UUID
+) -> Sequence[Audio]:
+    """Every audio of the group (any status), oldest first."""
+    stmt = (
+        sa.select(Audio)
+        .where(Audio.user_id == user_id, Audio.group_id == group_id)
+        .order_by(Audio.created_at, Audio.id)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def create_audio(
+    session: AsyncSession,
+    *,
+    audio_id: uuid.UUID,
+    user_id: uuid.UUID,
+    group_id: uuid.UUID,
+    name: str,
+    fmt: str,
+    path: str,
+    size: int,
+) -> tuple[Audio, AudioJob]:
+    """Insert an uploaded audio file (its size already reserved) and its pending job."""
+    audio = Audio(
+        id=audio_id,
+        user_id=user_id,
+        group_id=group_id,
+        name=name,
+        format=fmt,
+        path=path,
+        size_bytes=size,
+        reserved_bytes=size,
+        status=JobStatus.Pending,
+    )
+    session.add(audio)
+    await session.flush()
+    job = AudioJob(audio_id=audio_id, user_id=user_id, status=JobStatus.Pending)
+    session.add(job)
+    await session.flush()
+    return audio, job
+
+
+async def get_audio(session: AsyncSession, user_id: uuid.UUID, audio_id: uuid.UUID) -> Audio | None:
+    """The user's audio (any status) or None."""
+    stmt = sa.select(Audio).where(Audio.id == audio_id, Audio.user_id == user_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def audio_job_for(
+    session: AsyncSession, user_id: uuid.UUID, some_id: uuid.UUID
+) -> tuple[AudioJob, Audio] | None:
+    """The latest job of audio ``some_id``, or the job whose id is ``some_id``."""
+    base = (
+        sa.select(AudioJob, Audio)
+        .join(Audio, Audio.id == AudioJob.audio_id)
+        .where(AudioJob.user_id == user_id)
+    )
+    row = (
+        await session.execute(
+            base.where(AudioJob.audio_id == some_id).order_by(AudioJob.created_at.desc()).limit(1)
+        )
+    ).first()
+    if row is None:
+        row = (await session.execute(base.where(AudioJob.id == some_id))).first()
+    return (row[0], row[1]) if row else None
+
+
+async def list_audio_jobs(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    statuses: Sequence[JobStatus],
+    *,
+    skip: int = 0,
+    take: int | None = None,
+) -> Sequence[tuple[AudioJob, Audio]]:
+    """Audio jobs in ``statuses`` with their audio, newest first."""
+    stmt = (
+        sa.select(AudioJob, Audio)
+        .join(Audio, Audio.id == AudioJob.audio_id)
+        .where(AudioJob.user_id == user_id, AudioJob.status.in_(list(statuses)))
+        .order_by(AudioJob.created_at.desc(), AudioJob.id)
+        .offset(skip)
+    )
+    if take is not None:
+        stmt = stmt.limit(take)
+    return [(r[0], r[1]) for r in (await session.execute(stmt)).all()]
+
+
+async def list_completed_audio(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    search: str | None = None,
+    group_id: uuid.UUID | None = None,
+    skip: int = 0,
+    take: int = 100,
+) -> Sequence[tuple[Audio, AudioGroup]]:
+    """Completed audio with their groups, filtered by a case-insensitive name search."""
+    stmt = (
+        sa.select(Audio, AudioGroup)
+        .join(AudioGroup, AudioGroup.id == Audio.group_id)
+        .where(Audio.user_id == user_id, Audio.status == JobStatus.Completed)
+    )
+    if search:
+        pattern = (
+            "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
+        stmt = stmt.where(
+            sa.or_(
+                sa.func.lower(Audio.name).like(pattern, escape="\\"),
+                sa.func.lower(AudioGroup.name).like(pattern, escape="\\"),
+            )
+        )
+    if group_id is not None:
+        stmt = stmt.where(Audio.group_id == group_id)
+    stmt = stmt.order_by(Audio.created_at.desc(), Audio.id).offset(skip).limit(take)
+    return [(r[0], r[1]) for r in (await session.execute(stmt)).all()]
+
+
+async def delete_audio(session: AsyncSession, audio: Audio) -> list[str]:
+    """Delete the audio row (its jobs cascade) and give its storage back.
+
+    Returns:
+        The stored paths to remove once the transaction has committed.
+    """
+    if audio.status == JobStatus.Completed and audio.size_bytes:
+        await free_storage(session, audio.user_id, audio.size_bytes)
+    if audio.reserved_bytes:
+        await release_storage(session, audio.user_id, audio.reserved_bytes)
+    await session.execute(sa.delete(AudioJob).where(AudioJob.audio_id == audio.id))
+    await session.execute(sa.delete(Audio).where(Audio.id == audio.id))
+    return [audio.path]
+
+
+async def delete_group(session: AsyncSession, group: AudioGroup) -> list[str]:
+    """Delete a group and all of its audio; returns the paths to remove after commit."""
+    paths: list[str] = []
+    for audio in await audios_in_group(session, group.user_id, group.id):
+        paths += await delete_audio(session, audio)
+    await session.execute(sa.delete(AudioGroup).where(AudioGroup.id == group.id))
+    return paths
+
+
+# --- assets ------------------------------------------------------------------------------------
+
+
+async def create_asset(
+    session: AsyncSession,
+    *,
+    asset_id: uuid.UUID,
+    user_id: uuid.UUID,
+    name: str,
+    fmt: str,
+    path: str,
+    size: int,
+) -> Asset:
+    """Insert an uploaded asset (its size already reserved), pending probing."""
+    asset = Asset(
+        id=asset_id,
+        user_id=user_id,
+        name=name,
+        format=fmt,
+        path=path,
+        size_bytes=size,
+        reserved_bytes=size,
+        status=JobStatus.Pending,
+    )
+    session.add(asset)
+    await session.flush()
+    return asset
+
+
+async def get_asset(session: AsyncSession, user_id: uuid.UUID, asset_id: uuid.UUID) -> Asset | None:
+    """The user's asset or None."""
+    stmt = sa.select(Asset).where(Asset.id == asset_id, Asset.user_id == user_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def delete_asset(session: AsyncSession, asset: Asset) -> list[str]:
+    """Delete the asset row and give its storage back; returns paths to remove after commit."""
+    if asset.status == JobStatus.Completed and asset.size_bytes:
+        await free_storage(session, asset.user_id, asset.size_bytes)
+    if asset.reserved_bytes:
+        await release_storage(session, asset.user_id, asset.reserved_bytes)
+    await session.execute(sa.delete(Asset).where(Asset.id == asset.id))
+    return [asset.path]
+
+
+# --- customisation media -------------------------------------------------------------------------
+
+
+class InvalidAssetReference(ValueError):
+    """A ``customizationMap`` entry names an asset that cannot be used (400 at the edge)."""
+
+    code = "invalid_customization"
+
+
+async def resolve_customization_assets(
+    session: AsyncSession,
+    storage: Any,
+    user_id: uuid.UUID,
+    entries: Sequence[Any],
+) -> list[dict[str, Any]]:
+    """Turn ``assetId`` references into absolute ``src`` paths of the user's ready assets.
+
+    Clients may not send ``src`` themselves (it would name server files). Entries are
+    returned as plain dicts (camelCase keys kept) for ``renderer.customize``.
+
+    Raises:
+        InvalidAssetReference: ``entries`` is not a list of objects, an entry carries
+            ``src``, or an ``assetId`` is unknown, not ready or not the user's.
+    """
+    if not isinstance(entries, list):
+        raise InvalidAssetReference("customizationMap must be an array of objects")
+    resolved: list[dict[str, Any]] = []
+    for index, raw in enumerate(entries):
+        if not isinstance(raw, dict):
+            raise InvalidAssetReference(f"customizationMap[{index}] must be an object")
+        entry = dict(raw)
+        label = f"customizationMap[{index}] (layerId '{entry.get('layerId')}')"
+        if "src" in entry:
+            raise InvalidAssetReference(
+                f"{label}: 'src' is not accepted; upload the media with POST /asset/upload "
+                "and pass its assetId"
+            )
+        asset_ref = entry.get("assetId")
+        if asset_ref is not None:
+            try:
+                asset_uuid = uuid.UUID(str(asset_ref))
+            except ValueError:
+                raise InvalidAssetReference(
+                    f"{label}: assetId {asset_ref!r} is not a UUID"
+                ) from None
+            asset = await get_asset(session, user_id, asset_uuid)
+            if asset is None:
+                raise InvalidAssetReference(f"{label}: asset {asset_ref} not found")
+            if asset.status != JobStatus.Completed:
+                raise InvalidAssetReference(
+                    f"{label}: asset {asset_ref} is {asset.status.value}, not ready"
+                )
+            entry["src"] = str(storage.abs(asset.path))
+        resolved.append(entry)
+    return resolved
