@@ -1,0 +1,253 @@
+"""Render and campaign DTOs, camelCase as in the reference (plus documented extensions)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from api.schemas.common import ApiModel, OptionalUtcDateTime, UtcDateTime, status_text
+from jobs.models.base import JobStatus
+from jobs.models.render import Campaign, Render, TemplateInstance
+from jobs.store.renders import MAX_BATCH, TERMINAL, RenderSpec
+
+_ENCODER_EXAMPLE = {"bitrate": 5_000_000, "codec": 0, "preset": 2}
+
+
+class JobInfo(ApiModel):
+    """Half-open template frame range ``[fStart, fEnd)``."""
+
+    f_start: int | None = Field(default=None, alias="fStart", ge=0, examples=[0])
+    f_end: int | None = Field(default=None, alias="fEnd", ge=0, examples=[300])
+
+
+class RenderRequest(ApiModel):
+    """``RenderRequest``: exactly one of ``templateId`` (direct) or ``templateInstanceId``
+    (campaign). ``webhookUrl`` (extension) receives a signed POST on every terminal state."""
+
+    template_instance_id: uuid.UUID | None = None
+    template_id: uuid.UUID | None = None
+    name: str = Field(min_length=1, max_length=255, examples=["DirectVideo"])
+    audio_id: uuid.UUID | None = None
+    job_info: JobInfo | None = None
+    encoder_config: dict[str, Any] = Field(
+        description="EncoderConfig; bitrate (bits per second) is required",
+        examples=[_ENCODER_EXAMPLE],
+    )
+    customization_map: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=1000,
+        examples=[[{"layerId": "headline", "text": "Hi Anna!"}]],
+    )
+    webhook_url: str | None = Field(default=None, max_length=2048)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return value
+
+    def to_spec(self) -> RenderSpec:
+        """The store's view of this request."""
+        job = self.job_info or JobInfo()
+        return RenderSpec(
+            name=self.name,
+            template_id=self.template_id,
+            template_instance_id=self.template_instance_id,
+            audio_id=self.audio_id,
+            f_start=job.f_start,
+            f_end=job.f_end,
+            encoder_config=self.encoder_config,
+            customization_map=list(self.customization_map),
+            webhook_url=self.webhook_url,
+        )
+
+
+class RenderBatchRequest(ApiModel):
+    """``POST /render/batch``: up to 100 requests, validated all-or-nothing."""
+
+    items: list[RenderRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class RenderCreated(ApiModel):
+    render_id: uuid.UUID
+    status: str = Field(examples=["pending"])
+
+
+class RenderBatchCreated(ApiModel):
+    """One ``{renderId, status}`` per request item, in order."""
+
+    items: list[RenderCreated]
+
+
+def download_url(render: Render) -> str | None:
+    """The relative download URL of a completed render."""
+    if render.status != JobStatus.Completed:
+        return None
+    return f"/render/{render.id}/download"
+
+
+class RenderJob(ApiModel):
+    """``RenderJobDto`` plus ``progress`` (0-100), frame counts, ``failureCode``,
+    ``encoderUsed``, ``audioId`` and ``createdAt``."""
+
+    render_id: uuid.UUID
+    name: str
+    template_instance_id: uuid.UUID | None
+    campaign_id: uuid.UUID | None
+    template_instance_name: str | None
+    template_id: uuid.UUID | None
+    template_name: str | None
+    is_direct_render: bool
+    status: str
+    progress: int
+    frames_done: int
+    frames_total: int
+    video_download_url: str | None
+    created_at: UtcDateTime
+    started_at: OptionalUtcDateTime
+    completed_at: OptionalUtcDateTime
+    render_time_milliseconds: int | None
+    size_bytes: int | None
+    reason: str | None
+    failure_code: str | None
+    encoder_used: str | None
+    audio_id: uuid.UUID | None
+
+    @classmethod
+    def of(cls, render: Render) -> RenderJob:
+        terminal = render.status in TERMINAL
+        return cls(
+            render_id=render.id,
+            name=render.name,
+            template_instance_id=render.template_instance_id,
+            campaign_id=render.campaign_id,
+            template_instance_name=render.template_instance_name,
+            template_id=render.template_id,
+            template_name=render.template_name,
+            is_direct_render=render.template_instance_name is None,
+            status=status_text(render.status),
+            progress=render.progress,
+            frames_done=render.frames_done,
+            frames_total=render.frames_total,
+            video_download_url=download_url(render),
+            created_at=render.created_at,
+            started_at=render.started_at,
+            completed_at=render.completed_at,
+            render_time_milliseconds=render.render_time_ms if terminal else None,
+            size_bytes=render.size_bytes if render.status == JobStatus.Completed else None,
+            reason=render.reason if render.status != JobStatus.Completed else None,
+            failure_code=render.failure_code,
+            encoder_used=render.encoder_used,
+            audio_id=render.audio_id,
+        )
+
+
+class RenderDto(ApiModel):
+    """``RenderDto``: a completed render."""
+
+    render_id: uuid.UUID
+    template_instance_id: uuid.UUID | None
+    template_id: uuid.UUID | None
+    campaign_id: uuid.UUID | None
+    name: str
+    video_download_url: str | None
+    template_instance_name: str | None
+    template_name: str | None
+    is_direct_render: bool
+    rendered_at: OptionalUtcDateTime
+    render_time_milliseconds: int
+    size_bytes: int | None
+    encoder_used: str | None
+
+    @classmethod
+    def of(cls, render: Render) -> RenderDto:
+        return cls(
+            render_id=render.id,
+            template_instance_id=render.template_instance_id,
+            template_id=render.template_id,
+            campaign_id=render.campaign_id,
+            name=render.name,
+            video_download_url=download_url(render),
+            template_instance_name=render.template_instance_name,
+            template_name=render.template_name,
+            is_direct_render=render.template_instance_name is None,
+            rendered_at=render.completed_at,
+            render_time_milliseconds=render.render_time_ms,
+            size_bytes=render.size_bytes,
+            encoder_used=render.encoder_used,
+        )
+
+
+class RenderTimeBudgetStatus(ApiModel):
+    """``RenderTimeBudgetStatusDto``. As for storage, time reserved by pending and processing
+    renders counts as used; ``chargedMilliseconds`` and ``reservedMilliseconds`` split it."""
+
+    used_milliseconds: int
+    remaining_milliseconds: int
+    total_milliseconds: int
+    usage_percentage: float
+    charged_milliseconds: int
+    reserved_milliseconds: int
+
+
+# --- campaigns ----------------------------------------------------------------------------
+
+
+class CampaignCreate(ApiModel):
+    name: str = Field(min_length=1, max_length=255, examples=["Spring sale"])
+
+
+class TemplateInstanceCreate(ApiModel):
+    template_id: uuid.UUID
+    name: str = Field(min_length=1, max_length=255, examples=["Promo for Anna"])
+    customization_map: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
+
+
+class TemplateInstanceDto(ApiModel):
+    id: uuid.UUID
+    campaign_id: uuid.UUID
+    template_id: uuid.UUID
+    name: str
+    customization_map: list[dict[str, Any]]
+    created_at: UtcDateTime
+
+    @classmethod
+    def of(cls, row: TemplateInstance) -> TemplateInstanceDto:
+        return cls(
+            id=row.id,
+            campaign_id=row.campaign_id,
+            template_id=row.template_id,
+            name=row.name,
+            customization_map=list(row.customization_map or []),
+            created_at=row.created_at,
+        )
+
+
+class CampaignDto(ApiModel):
+    id: uuid.UUID
+    name: str
+    created_at: UtcDateTime
+
+    @classmethod
+    def of(cls, row: Campaign) -> CampaignDto:
+        return cls(id=row.id, name=row.name, created_at=row.created_at)
+
+
+class CampaignDetail(CampaignDto):
+    """A campaign with its template instances and linked audio group ids."""
+
+    template_instances: list[TemplateInstanceDto]
+    audio_group_ids: list[uuid.UUID]
+
+
+class AudioGroupLink(ApiModel):
+    campaign_id: uuid.UUID
+    audio_group_id: uuid.UUID
+    linked: bool

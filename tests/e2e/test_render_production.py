@@ -1,0 +1,254 @@
+"""Production mode: PostgreSQL + Redis + two real ``velocity worker`` processes, the API on
+loopback. Template upload -> audio upload -> render with customisations and an EncoderConfig
+-> ranged download; cancel a processing render; SIGKILL a worker mid-render."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from jobs.db import create_database, run_migrations
+from tests.integration.test_render_support import (
+    LiveServer,
+    add_user,
+    client_for,
+    make_settings,
+    render_row,
+    run,
+    tmp_render_files,
+    user_row,
+    wait_for,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+LEASE_S = 2
+
+
+class Worker:
+    """A ``velocity worker`` subprocess; its output is drained to a log file."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "worker", "--threads", "1"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        with self.log.open("wb") as out:
+            for line in self.proc.stdout:
+                out.write(line)
+                out.flush()
+                if b"velocity worker ready" in line:
+                    self.ready.set()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class Production:
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        from api.app import build_service, create_app
+
+        self.env = {**env, "VELOCITY_LEASE_SECONDS": str(LEASE_S), "VELOCITY_ENCODER": "software"}
+        self.settings = make_settings(
+            tmp,
+            env["VELOCITY_DATABASE_URL"],
+            broker_url=env["VELOCITY_BROKER_URL"],
+            storage_dir=Path(env["VELOCITY_STORAGE_DIR"]),
+        )
+        run_migrations(self.settings.database_url)
+        self.svc = build_service(self.settings)
+        # Test-side database access runs on its own event loops: no pooled connections.
+        self.db, self.storage = create_database(self.settings, null_pool=True), self.svc.storage
+        self.app = create_app(service=self.svc, run_worker=False, recover=False)
+        self.workers = [Worker(self.env, tmp / f"worker{i}.log") for i in range(2)]
+        for worker in self.workers:
+            assert worker.ready.wait(120), worker.log.read_text(errors="replace")
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+@pytest.fixture
+def prod(tmp_path: Path, service_env: dict[str, str]) -> Iterator[tuple[Production, Any]]:
+    p = Production(tmp_path, service_env)
+    try:
+        with LiveServer(p.app) as server, client_for(server.url) as client:
+            yield p, client
+    finally:
+        p.close()
+
+
+def _h(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+def _upload_template(c: Any, key: str, zip_path: Path) -> str:
+    with zip_path.open("rb") as handle:
+        response = c.post(
+            "/Template/upload",
+            files={"file": (zip_path.name, handle, "application/zip")},
+            headers=_h(key),
+        )
+    assert response.status_code == 200, response.text
+    tid = str(response.json()["templateId"])
+
+    def ready() -> bool:
+        status = c.get(f"/template/{tid}/status", headers=_h(key)).json()
+        assert status["status"] != "failed", status
+        return bool(status["status"] == "completed")
+
+    wait_until(ready, 120, "template processing")
+    return tid
+
+
+def _zip_demo(fixtures_module: Any, tmp: Path, frames: int) -> Path:
+    folder = fixtures_module.make_demo_template(
+        tmp / f"demo{frames}", width=64, height=36, fps=30, frames=frames
+    )
+    return Path(fixtures_module.zip_folder(folder, tmp / f"demo{frames}.zip"))
+
+
+def test_full_flow_upload_render_ranged_download(
+    prod: tuple[Production, Any], fixtures_module: Any, tmp_path: Path
+) -> None:
+    p, c = prod
+    uid, key = run(add_user(p.db, "prod-user"))
+    tid = _upload_template(c, key, _zip_demo(fixtures_module, tmp_path, 30))
+
+    group = c.post("/audio-asset-group", json={"name": "music"}, headers=_h(key)).json()
+    wav = fixtures_module.make_audio(tmp_path / "tone.wav", 1.0, fmt="wav")
+    with wav.open("rb") as handle:
+        uploaded = c.post(
+            f"/audio-asset-group/{group['id']}/audio",
+            files={"file": ("tone.wav", handle, "audio/wav")},
+            headers=_h(key),
+        )
+    assert uploaded.status_code == 200, uploaded.text
+    audio_id = uploaded.json()["audioId"]
+    wait_until(
+        lambda: c.get(f"/audio/{audio_id}/status", headers=_h(key)).json()["status"] == "completed",
+        120,
+        "audio processing",
+    )
+
+    body = {
+        "templateId": tid,
+        "name": "Prod video",
+        "audioId": audio_id,
+        "jobInfo": {"fStart": 0, "fEnd": 30},
+        "encoderConfig": {"bitrate": 300_000, "codec": 0, "preset": 4, "gop": 10, "rc": 0},
+        "customizationMap": [{"layerId": "headline", "text": "Hello prod"}],
+    }
+    rid = c.post("/render", json=body, headers=_h(key)).json()["renderId"]
+    done = wait_for(c, rid, key, {"completed", "failed", "cancelled"})
+    assert done["status"] == "completed", done
+    size = done["sizeBytes"]
+    part = c.get(f"/render/{rid}/download", headers={**_h(key), "Range": "bytes=-500"})
+    assert part.status_code == 206 and part.headers["content-range"] == (
+        f"bytes {size - 500}-{size - 1}/{size}"
+    )
+    whole = c.get(f"/render/{rid}/download", headers=_h(key))
+    assert whole.content[-500:] == part.content
+    out = tmp_path / "out.mp4"
+    out.write_bytes(whole.content)
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 30
+    assert run(user_row(p.db, uid)).render_reserved_ms == 0
+
+
+def _long_render(c: Any, key: str, tid: str) -> str:
+    body = {
+        "templateId": tid,
+        "name": "long",
+        "encoderConfig": {"bitrate": 200_000, "fpsNum": 240, "res": [320, 180], "preset": 0},
+    }
+    response = c.post("/render", json=body, headers=_h(key))
+    assert response.status_code == 200, response.text
+    return str(response.json()["renderId"])
+
+
+def _producing(c: Any, key: str, rid: str) -> bool:
+    status = c.get(f"/render/{rid}/status", headers=_h(key)).json()
+    return bool(status["status"] == "processing" and status["framesDone"] > 0)
+
+
+def test_cancel_processing_render_across_processes(
+    prod: tuple[Production, Any], fixtures_module: Any, tmp_path: Path
+) -> None:
+    p, c = prod
+    uid, key = run(add_user(p.db, "prod-cancel"))
+    tid = _upload_template(c, key, _zip_demo(fixtures_module, tmp_path, 150))
+    rid = _long_render(c, key, tid)
+    wait_until(lambda: _producing(c, key, rid), 120, "render producing frames")
+    assert c.post(f"/render/{rid}/cancel", headers=_h(key)).status_code == 200
+    final = wait_for(c, rid, key, {"cancelled", "completed", "failed"}, limit_s=30)
+    assert final["status"] == "cancelled", final
+    row = run(render_row(p.db, rid))
+    user = run(user_row(p.db, uid))
+    assert row.render_time_ms > 0 and user.render_used_ms == row.render_time_ms
+    assert user.render_reserved_ms == 0 and user.storage_reserved_bytes == 0
+    assert tmp_render_files(p.storage) == []
+
+
+def test_sigkill_mid_render_completes_exactly_once_on_the_other_worker(
+    prod: tuple[Production, Any], fixtures_module: Any, tmp_path: Path
+) -> None:
+    p, c = prod
+    uid, key = run(add_user(p.db, "prod-kill"))
+    tid = _upload_template(c, key, _zip_demo(fixtures_module, tmp_path, 150))
+    rid = _long_render(c, key, tid)
+    wait_until(lambda: _producing(c, key, rid), 120, "render producing frames")
+
+    owner = run(render_row(p.db, rid)).lease_owner or ""
+    pid = int(owner.split(":")[1])
+    victim = next(w for w in p.workers if w.proc.pid == pid)
+    survivor = next(w for w in p.workers if w is not victim)
+    os.kill(pid, signal.SIGKILL)
+    victim.proc.wait(30)
+
+    final = wait_for(c, rid, key, {"completed", "failed", "cancelled"}, limit_s=180)
+    assert final["status"] == "completed", (final, survivor.log.read_text(errors="replace"))
+    row = run(render_row(p.db, rid))
+    assert row.attempts == 2
+    assert survivor.proc.poll() is None  # the survivor did it: the victim is dead
+    outputs = sorted((p.storage.root / "renders").rglob("*.mp4"))
+    assert outputs == [p.storage.abs(row.output_path or "")]
+    assert tmp_render_files(p.storage) == []
+    user = run(user_row(p.db, uid))
+    # Charged: what the dead worker's heartbeats booked plus the full second run, nothing
+    # left reserved, and never more than the budget.
+    assert user.render_used_ms == row.render_time_ms > 0
+    assert user.render_reserved_ms == 0
+    assert user.render_used_ms <= user.render_budget_ms
+    with av.open(str(outputs[0])) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 1200
+    history = c.get("/render/history", params={"status": "completed"}, headers=_h(key)).json()
+    assert [h["renderId"] for h in history] == [rid]
