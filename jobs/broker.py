@@ -54,6 +54,10 @@ def setup_broker(settings: Settings) -> dramatiq.Broker:
             actor.broker = broker
             broker.declare_actor(actor)
     load_actors()
+    # Every worker (embedded threads or `velocity worker`) sweeps expired render leases.
+    from jobs.actors.renders import install_sweeper
+
+    install_sweeper(broker)
     return broker
 
 

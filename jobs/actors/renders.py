@@ -551,8 +551,6 @@ def install_sweeper(broker: dramatiq.Broker) -> None:
         broker.add_middleware(RenderSweeperMiddleware())
 
 
-install_sweeper(dramatiq.get_broker())
-
 __all__ = [
     "RenderSweeper",
     "RenderSweeperMiddleware",
