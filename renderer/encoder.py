@@ -220,6 +220,10 @@ def _nvenc_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
     return opts
 
 
+_BT709 = 1  # AVCOL_PRI_BT709 = AVCOL_TRC_BT709 = AVCOL_SPC_BT709
+_LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG
+
+
 @functools.cache
 def nvenc_opens(codec_name: str) -> bool:
     """Whether ``codec_name`` (an NVENC encoder) opens on this machine; probed once per
@@ -358,6 +362,12 @@ class VideoEncoder:
         ctx.height = self.height
         ctx.pix_fmt = "yuv420p"
         ctx.time_base = self._time_base
+        # The compositor writes BT.709 limited-range YUV; say so in the stream, or players
+        # (and ffmpeg) assume BT.601 for untagged video and shift saturated colours.
+        ctx.color_primaries = _BT709
+        ctx.color_trc = _BT709
+        ctx.colorspace = _BT709
+        ctx.color_range = _LIMITED_RANGE
         if not hardware:
             # Frame threads let encode() hand the frame over and return; PyAV's default
             # slice threading makes each call wait for the whole frame to be encoded. A

@@ -406,3 +406,16 @@ def test_error_inside_the_block_still_finishes_the_file(tmp_path: Path) -> None:
 def test_missing_output_folder_is_not_blamed_on_the_config(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         VideoEncoder(tmp_path / "nope" / "out.mp4", 64, 36, FPS, EncoderConfig(), "software")
+
+
+@pytest.mark.parametrize("codec", [0, 1, 2])
+def test_stream_is_tagged_bt709_limited_range(tmp_path: Path, codec: int) -> None:
+    # Untagged streams are read as BT.601 by players and ffmpeg, shifting the colours the
+    # compositor wrote in BT.709.
+    out = tmp_path / "tagged.mp4"
+    encode(out, EncoderConfig(codec=codec, crf=30), frames=4)
+    stream = ffprobe(out)["streams"][0]
+    assert stream["color_space"] == "bt709"
+    assert stream["color_primaries"] == "bt709"
+    assert stream["color_transfer"] == "bt709"
+    assert stream["color_range"] == "tv"
