@@ -1,0 +1,42 @@
+"""Layer sources and their registry: layer type -> factory (see ``base``)."""
+
+from __future__ import annotations
+
+from renderer.layers.base import (
+    FrameMode,
+    LayerSource,
+    Planes,
+    Prefetching,
+    Rgba,
+    SourceContext,
+    SourceFactory,
+    TextFitting,
+    YuvSource,
+    open_source,
+    register_source,
+    registered_types,
+)
+from renderer.layers.image import open_image
+from renderer.layers.solid import open_solid
+from renderer.layers.text import open_text
+from renderer.layers.video import open_video
+
+register_source("solid", open_solid)
+register_source("image", open_image)
+register_source("video", open_video)
+register_source("text", open_text)
+
+__all__ = [
+    "FrameMode",
+    "LayerSource",
+    "Planes",
+    "Prefetching",
+    "Rgba",
+    "SourceContext",
+    "SourceFactory",
+    "TextFitting",
+    "YuvSource",
+    "open_source",
+    "register_source",
+    "registered_types",
+]
