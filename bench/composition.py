@@ -245,6 +245,10 @@ def make_background(path: Path, width: int, height: int) -> None:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": "18", "preset": "fast"}
         stream.codec_context.thread_type = "FRAME"
+        # An HD source as cameras and editors write it: BT.709, limited range, tagged.
+        ctx = stream.codec_context
+        ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1
+        ctx.color_range = 1
         for i in range(TOTAL_FRAMES):
             tau = i / FPS
             chans = []
@@ -271,7 +275,9 @@ def make_background(path: Path, width: int, height: int) -> None:
                     draw.ellipse((cx - rad, cy - rad, cx + rad, cy + rad), fill=fill)
                 else:
                     draw.rectangle((cx - rad, cy - rad * 0.6, cx + rad, cy + rad * 0.6), fill=fill)
-            frame = av.VideoFrame.from_ndarray(np.asarray(img), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.asarray(img), format="rgb24").reformat(
+                format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG"
+            )
             frame.pts = i
             frame.time_base = Fraction(1, FPS)
             for packet in stream.encode(frame):

@@ -36,7 +36,8 @@ _UNSPECIFIED_COLORSPACE = 2
 # swscale's default scale+convert path tints greys by a couple of codes; accurate rounding
 # with full chroma interpolation keeps colours true for about 1 ms more per 360p frame.
 _RGB_SCALING = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
-_BT709_OR_UNTAGGED = (1, 2)  # AVCOL_SPC_BT709, AVCOL_SPC_UNSPECIFIED
+_BT709 = 1  # AVCOL_SPC_BT709
+_HD_LINES = 720
 _LIMITED_OR_UNTAGGED = (0, 1)  # AVCOL_RANGE_UNSPECIFIED, AVCOL_RANGE_MPEG
 
 
@@ -201,21 +202,29 @@ class VideoSource:
 
     # --- conversion -----------------------------------------------------------------------
 
+    @staticmethod
+    def _is_bt709(frame: Any) -> bool:
+        # Untagged video follows the players' convention: BT.709 from 720 lines up (HD),
+        # BT.601 below (SD; also what PyAV and swscale produce from RGB by default).
+        colorspace = int(frame.colorspace)
+        return colorspace == _BT709 or (
+            colorspace == _UNSPECIFIED_COLORSPACE and frame.height >= _HD_LINES
+        )
+
     def _colour_args(self, frame: Any) -> dict[str, Any]:
-        # Untagged HD video is BT.709 by convention; swscale would assume BT.601.
         if int(frame.colorspace) == _UNSPECIFIED_COLORSPACE:
-            return {"src_colorspace": "ITU709"}
+            return {"src_colorspace": "ITU709" if self._is_bt709(frame) else "ITU601"}
         return {}
 
     def _planes_usable(self, frame: Any) -> bool:
         # Naming a destination colourspace makes swscale convert even when nothing changes
-        # (about 14 ms a 1080p frame), so hand over decoded 8-bit 4:2:0 BT.709 (or untagged)
+        # (about 14 ms a 1080p frame), so hand over decoded 8-bit 4:2:0 BT.709 (tagged or HD)
         # limited-range frames of the right size untouched.
         fp = self._fit
         return bool(
             frame.format.name == "yuv420p"
             and (frame.width, frame.height) == (fp.scaled_w, fp.scaled_h)
-            and int(frame.colorspace) in _BT709_OR_UNTAGGED
+            and self._is_bt709(frame)
             and int(frame.color_range) in _LIMITED_OR_UNTAGGED
         )
 

@@ -32,6 +32,10 @@ def make_grey_video(path: Path, frames: int, fps: int, w: int = 32, h: int = 16)
             "libx264", rate=fps, options={"qp": "0", "preset": "ultrafast"}
         )
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        # Written straight in YUV and tagged, so the planes can be handed over untouched.
+        ctx = stream.codec_context
+        ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1  # BT.709
+        ctx.color_range = 1  # limited
         for k in range(frames):
             frame = av.VideoFrame(w, h, "yuv420p")
             for i, value in enumerate((grey_level(k), 128, 128)):
@@ -293,3 +297,31 @@ def test_text_source_renders_once_into_its_box(tmp_path: Path) -> None:
     ratio = (big[..., 3] > 128).sum() / max(1, (px[..., 3] > 128).sum())
     assert 3.0 < ratio < 5.0
     assert doubled.text_fit.used_size == pytest.approx(20)  # type: ignore[attr-defined]
+
+
+def test_untagged_sd_video_is_read_as_bt601(tmp_path: Path) -> None:
+    # PyAV (like swscale) converts RGB with BT.601 and tags nothing; below 720 lines players
+    # read untagged video as BT.601, so a saturated red must stay red, not shift hue.
+    path = tmp_path / "red.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10, options={"qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = 32, 16, "yuv420p"
+        rgb = np.zeros((16, 32, 3), np.uint8)
+        rgb[..., 0] = 200
+        for k in range(2):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            frame.pts = k
+            frame.time_base = Fraction(1, 10)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    src = VideoSource(path, 32, 16)
+    try:
+        px = src.frame(0.0)
+    finally:
+        src.close()
+    assert px is not None
+    r, g, b, a = (int(c) for c in px[8, 16])
+    assert a == 255
+    assert abs(r - 200) <= 3 and g <= 3 and b <= 3
