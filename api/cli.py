@@ -24,10 +24,11 @@ log = logging.getLogger("velocity")
 DEMO_USER = "demo"
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def _setup_logging(command: str | None) -> None:
+    # `velocity render` is a terminal tool: its stderr is the progress bar and at most one
+    # error line, so only warnings get through there; the services log at INFO.
+    level = logging.WARNING if command == "render" else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Migrations run on every start; their step-by-step chatter is noise there.
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -282,8 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``velocity`` console script."""
-    _setup_logging()
     args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "command", None))
     handler: Callable[[argparse.Namespace], int] = args.handler
     return int(handler(args) or 0)
 
