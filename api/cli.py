@@ -138,13 +138,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     queues = args.queues or list(ALL_QUEUES)
     _migrate(settings)
     service = build_service(settings)
+
+    async def recover_then_dispose() -> Any:
+        # Dispose on the loop that opened the pooled connections: asyncpg cannot close
+        # them from another (closed) loop and logs a traceback at every worker start.
+        try:
+            return await recover(service.db, service.broker, embedded=False)
+        finally:
+            await service.db.dispose()
+
     try:
-        result = asyncio.run(recover(service.db, service.broker, embedded=False))
+        result = asyncio.run(recover_then_dispose())
         log.info("start-up recovery: %s", result)
     except Exception:
         log.exception("start-up recovery failed")
-    finally:
-        asyncio.run(service.db.dispose())
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -107,9 +107,25 @@ def validation_detail(exc: RequestValidationError) -> str:
     messages = []
     for err in exc.errors()[:5]:
         msg = str(err.get("msg", "invalid value"))
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "json_invalid":
+            # loc is ("body", <character offset>): not a field name, so say what it is.
+            reason = (err.get("ctx") or {}).get("error", "JSON decode error")
+            at = f" at character {loc[1]}" if len(loc) > 1 else ""
+            messages.append(f"request body is not valid JSON{at}: {reason}")
+            continue
+        if loc == ("body",) and err.get("type") in (
+            "model_attributes_type",
+            "dict_type",
+        ):
+            # Usually `curl -d` without a JSON content type: the body arrived as a string.
+            messages.append(
+                "request body must be a JSON object sent with Content-Type: application/json"
+            )
+            continue
         if err.get("type") == "missing":
             msg = "is required"
-        messages.append(f"{_field_name(tuple(err.get('loc', ())))}: {msg}")
+        messages.append(f"{_field_name(loc)}: {msg}")
     return "; ".join(messages) or "invalid request"
 
 

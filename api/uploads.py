@@ -106,6 +106,14 @@ class _Collector:
             self.in_file = True
             self.filename = self.part_filename or ""
             self.content_type = self.part_content_type
+        elif self.part_filename is not None:
+            # A file under another name would otherwise be read as a text field and refused
+            # as "too large", which hides the real mistake.
+            raise BadRequest(
+                f"Send the file in the form field '{self.file_field}' "
+                f"(got a file in '{self.part_name}')",
+                "invalid_request",
+            )
         elif self.part_name is not None:
             self.fields.setdefault(self.part_name, bytearray())
 

@@ -24,7 +24,7 @@ from av.container import OutputContainer
 from av.video.stream import VideoStream
 
 from renderer.encoder_config import CBR, CQP, VBR, EncoderConfig, level_name
-from renderer.errors import EncoderUnavailable, InvalidEncoderConfig
+from renderer.errors import EncoderUnavailable, InvalidEncoderConfig, RenderCancelled
 
 EncoderPreference = Literal["auto", "software", "nvenc"]
 
@@ -438,6 +438,15 @@ class VideoEncoder:
     ) -> None:
         if exc_type is None:
             self.close()
+            return
+        if issubclass(exc_type, RenderCancelled):
+            # The output is thrown away: flushing x264's lookahead (tens of frames at slow
+            # presets) would only delay the cancellation the user is waiting for.
+            self._closed = True
+            try:
+                self._container.close()
+            except (av.FFmpegError, ValueError, OSError) as close_exc:
+                log.warning("closing %s after cancelling failed: %s", self.path.name, close_exc)
             return
         # Keep the original error: a failing flush after a failed frame would hide it.
         try:

@@ -103,6 +103,30 @@ async def test_validation_errors_are_400_with_detail_and_code(embedded: Embedded
     assert r.status_code == 400 and "name" in r.json()["detail"]
     r = await c.post("/template/upload", headers=h(key), json={"file": "x"})
     assert r.status_code == 400 and r.json()["code"] == "invalid_request"
+    r = await c.post(
+        "/audio-asset-group",
+        headers={**h(key), "Content-Type": "application/json"},
+        content=b'{"name": oops}',
+    )
+    assert r.status_code == 400 and r.json()["code"] == "invalid_request"
+    assert r.json()["detail"].startswith("request body is not valid JSON at character 9")
+    r = await c.post(
+        "/audio-asset-group",
+        headers={**h(key), "Content-Type": "application/x-www-form-urlencoded"},
+        content=b'{"name": "g"}',
+    )
+    assert r.status_code == 400 and "Content-Type: application/json" in r.json()["detail"]
+
+
+async def test_file_in_the_wrong_form_field_is_named(embedded: Embedded, demo_zip: Path) -> None:
+    key = await embedded.user()
+    with demo_zip.open("rb") as fh:
+        r = await embedded.client.post(
+            "/template/upload", headers=h(key), files={"zip": ("demo.zip", fh, "application/zip")}
+        )
+    assert r.status_code == 400 and r.json()["code"] == "invalid_request"
+    assert "'file'" in r.json()["detail"] and "'zip'" in r.json()["detail"]
+    assert embedded.tmp_files() == []
 
 
 async def test_template_upload_is_processed_into_a_manifest(

@@ -22,7 +22,7 @@ from renderer.encoder import (
     plane_arrays,
 )
 from renderer.encoder_config import EncoderConfig, probe_level
-from renderer.errors import EncoderUnavailable, InvalidEncoderConfig
+from renderer.errors import EncoderUnavailable, InvalidEncoderConfig, RenderCancelled
 
 W, H = 160, 90
 FPS = Fraction(30)
@@ -401,6 +401,23 @@ def test_error_inside_the_block_still_finishes_the_file(tmp_path: Path) -> None:
     assert out.exists()  # the caller owns (and removes) partial output
     with av.open(str(out)) as container:
         assert len(list(container.decode(video=0))) == 5
+
+
+def test_cancelling_inside_the_block_skips_the_flush(tmp_path: Path) -> None:
+    # x264's lookahead holds the fed frames; a cancelled render must not wait to encode them.
+    out = tmp_path / "out.mp4"
+    with (
+        pytest.raises(RenderCancelled),
+        VideoEncoder(out, 64, 36, FPS, EncoderConfig(preset=0), "software") as enc,
+    ):
+        for i in range(10):
+            frame = enc.new_frame()
+            _fill(frame, i)
+            enc.encode(frame)
+        raise RenderCancelled("stop")
+    with av.open(str(out)) as container:
+        packets = [p for p in container.demux() if p.size]
+    assert len(packets) < 10
 
 
 def test_missing_output_folder_is_not_blamed_on_the_config(tmp_path: Path) -> None:
