@@ -19,6 +19,7 @@ from jobs.actors import ASSET_ACTOR
 from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, new_id
 from jobs.store import library
+from jobs.store import renders as render_store
 
 router = APIRouter(prefix="/asset", tags=["assets"])
 _EXT_RE = re.compile(r"^\.[a-z0-9]{1,5}$")
@@ -101,6 +102,8 @@ async def delete_asset(
         raise NotFound(f"Asset {asset_id} not found")
     if asset.status in ACTIVE_STATUSES:
         raise BadRequest("Asset is still being processed; try again shortly", "asset_busy")
+    if await render_store.asset_in_use(session, asset):
+        raise BadRequest("Asset is used by active renders; cancel them first", "asset_in_use")
     paths = await library.delete_asset(session, asset)
     await session.commit()
     for path in paths:

@@ -18,6 +18,7 @@ from jobs.actors import AUDIO_ACTOR
 from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, AudioGroup, JobStatus, new_id
 from jobs.store import library
+from jobs.store import renders as render_store
 
 router = APIRouter(tags=["audio"])
 
@@ -266,7 +267,7 @@ async def delete_audio(
     audio = await _owned(session, user.id, audio_id)
     if audio.status in ACTIVE_STATUSES:
         raise BadRequest("Audio is still being processed; try again shortly", "audio_busy")
-    if await library.audio_in_use(session, audio.id):
+    if await render_store.audio_in_use(session, audio.id):
         raise BadRequest("Audio is used by active renders; cancel them first", "audio_in_use")
     paths = await library.delete_audio(session, audio)
     await session.commit()

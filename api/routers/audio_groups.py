@@ -18,6 +18,7 @@ from api.schemas.library import (
     AudioUploaded,
 )
 from jobs.store import library
+from jobs.store import renders as render_store
 
 router = APIRouter(prefix="/audio-asset-group", tags=["audio groups"])
 
@@ -68,7 +69,7 @@ async def delete_group(
     if group is None:
         raise NotFound(f"Audio asset group {group_id} not found")
     for audio in await library.audios_in_group(session, user.id, group.id):
-        if await library.audio_in_use(session, audio.id):
+        if await render_store.audio_in_use(session, audio.id):
             raise BadRequest(
                 f"Audio {audio.id} ({audio.name}) of this group is used by active renders; "
                 "cancel them first",

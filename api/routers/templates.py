@@ -28,6 +28,7 @@ from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, JobStatus, Template, new_id
 from jobs.quota import storage_status
 from jobs.store import library
+from jobs.store import renders as render_store
 
 router = APIRouter(prefix="/template", tags=["templates"])
 
@@ -239,7 +240,7 @@ async def delete_template(
             "Template is still being processed; delete it once processing has finished",
             "template_busy",
         )
-    if await library.template_in_use(session, template.id):
+    if await render_store.template_in_use(session, template.id):
         raise BadRequest("Template is used by active renders; cancel them first", "template_in_use")
     paths = await library.delete_template(session, template)
     await session.commit()

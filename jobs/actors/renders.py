@@ -489,7 +489,7 @@ async def recover_renders(
 
 
 class RenderSweeper:
-    """A daemon thread that runs ``recover_renders`` (lease expiry only) every
+    """A daemon thread that runs ``recover_renders`` (lease expiry only) every third of
     ``lease_seconds`` with its own event loop and database connection."""
 
     def __init__(self, settings: Settings, broker: dramatiq.Broker | None = None) -> None:
@@ -513,7 +513,8 @@ class RenderSweeper:
         db = create_database(self.settings, null_pool=True)
         storage = Storage(self.settings.storage_dir)
         try:
-            while not self._stop.wait(self.settings.lease_seconds):
+            # Sweeping every third of a lease bounds the wait after a crash to ~1.33 leases.
+            while not self._stop.wait(max(1.0, self.settings.lease_seconds / 3)):
                 try:
                     loop.run_until_complete(
                         recover_renders(db, self.broker, storage=storage, requeue_pending=False)

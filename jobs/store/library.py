@@ -6,7 +6,6 @@ Functions only flush; the caller commits (and removes files after the commit).
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +14,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.models import (
-    ACTIVE_STATUSES,
     Asset,
     Audio,
     AudioGroup,
@@ -27,50 +25,6 @@ from jobs.models import (
 from jobs.quota import free_storage, release_storage
 
 DEFAULT_GROUP_NAME = "Default"
-
-
-# --- usage by renders (owned by jobs.store.renders; a local query until it exists) -----------
-
-
-async def _render_uses(session: AsyncSession, column: str, object_id: uuid.UUID) -> bool:
-    from jobs.models import render as render_models
-
-    render_cls: Any = getattr(render_models, "Render", None)
-    if render_cls is None or not hasattr(render_cls, column):
-        return False
-    stmt = (
-        sa.select(sa.literal(1))
-        .where(
-            getattr(render_cls, column) == object_id,
-            render_cls.status.in_(list(ACTIVE_STATUSES)),
-        )
-        .limit(1)
-    )
-    return (await session.execute(stmt)).first() is not None
-
-
-def _renders_store_function(name: str) -> Any:
-    try:
-        module = importlib.import_module("jobs.store.renders")
-    except ImportError:
-        return None
-    return getattr(module, name, None)
-
-
-async def template_in_use(session: AsyncSession, template_id: uuid.UUID) -> bool:
-    """True while a pending/processing/cancelling render uses the template."""
-    fn = _renders_store_function("template_in_use")
-    if fn is not None:
-        return bool(await fn(session, template_id))
-    return await _render_uses(session, "template_id", template_id)
-
-
-async def audio_in_use(session: AsyncSession, audio_id: uuid.UUID) -> bool:
-    """True while a pending/processing/cancelling render uses the audio."""
-    fn = _renders_store_function("audio_in_use")
-    if fn is not None:
-        return bool(await fn(session, audio_id))
-    return await _render_uses(session, "audio_id", audio_id)
 
 
 # --- templates --------------------------------------------------------------------------------

@@ -817,6 +817,22 @@ async def audio_in_use(session: AsyncSession, audio_id: uuid.UUID) -> bool:
     return await active_renders_using(session, audio_id=audio_id) > 0
 
 
+async def asset_in_use(session: AsyncSession, asset: Asset) -> bool:
+    """True while a pending/processing/cancelling render of the asset's owner names it in its
+    customisations (an account has at most ``max_concurrent_renders`` such renders)."""
+    requests = await session.scalars(
+        sa.select(Render.request).where(
+            Render.user_id == asset.user_id, Render.status.in_(ACTIVE)
+        )
+    )
+    wanted = str(asset.id)
+    return any(
+        entry.get("assetId") == wanted
+        for request in requests
+        for entry in (request or {}).get("customizationMap", [])
+    )
+
+
 async def audio_group_in_use(session: AsyncSession, group_id: uuid.UUID) -> bool:
     """True while a pending/processing/cancelling render uses audio of the group."""
     return await active_renders_using(session, audio_group_id=group_id) > 0

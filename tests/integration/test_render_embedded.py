@@ -597,26 +597,36 @@ def test_lease_expired_too_often_fails(idle_env: tuple[Env, Any]) -> None:
     assert user.render_reserved_ms == 0 and user.storage_reserved_bytes == 0
 
 
-def test_template_and_audio_delete_refused_while_a_render_is_active(
+def test_template_audio_and_asset_delete_refused_while_a_render_is_active(
     idle_env: tuple[Env, Any],
 ) -> None:
     e, c = idle_env
     uid, key = e.user("librarian")
     tid = e.template(uid)
     audio_id, group_id = run(add_audio(e.db, e.storage, uid))
-    body = render_body(tid, audioId=str(audio_id))
+    photo = run(add_asset(e.db, e.storage, uid, "image"))
+    spare = run(add_asset(e.db, e.storage, uid, "image"))
+    body = render_body(
+        tid,
+        audioId=str(audio_id),
+        customizationMap=[{"layerId": "photo", "assetId": str(photo)}],
+    )
     rid = c.post("/render", json=body, headers=_h(key)).json()["renderId"]
 
+    # An asset no active render names can go at once.
+    assert c.delete(f"/asset/{spare}", headers=_h(key)).status_code == 200
     for path, code in [
         (f"/template/{tid}", "template_in_use"),
         (f"/audio/{audio_id}", "audio_in_use"),
         (f"/audio-asset-group/{group_id}", "audio_in_use"),
+        (f"/asset/{photo}", "asset_in_use"),
     ]:
         response = c.delete(path, headers=_h(key))
         assert response.status_code == 400, (path, response.text)
         assert response.json()["code"] == code
 
     assert c.post(f"/render/{rid}/cancel", headers=_h(key)).json()["status"] == "cancelled"
+    assert c.delete(f"/asset/{photo}", headers=_h(key)).status_code == 200
     assert c.delete(f"/audio/{audio_id}", headers=_h(key)).status_code == 200
     assert c.delete(f"/template/{tid}", headers=_h(key)).status_code == 200
     # The finished render keeps its template's name after the template is gone.
