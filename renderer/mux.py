@@ -47,13 +47,15 @@ def _write(out: Path, vin: InputContainer, ain: InputContainer | None) -> None:
     video_end = _stream_end(vin, vstream)
     with av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as output:
         assert isinstance(output, OutputContainer)
-        vout = output.add_stream_from_template(vstream)
+        # opaque: reuse the demuxer's codec instead of looking up an encoder of the same name;
+        # AV1 is decoded by libdav1d, which has no encoder, and no stream is re-encoded here.
+        vout = output.add_stream_from_template(vstream, opaque=True)
         sources: list[Iterator[tuple[Fraction, int, Packet[Stream], Stream]]] = [
             _timed(vin, vstream, vout, 0, None)
         ]
         if ain is not None:
             astream = ain.streams.audio[0]
-            aout = output.add_stream_from_template(astream)
+            aout = output.add_stream_from_template(astream, opaque=True)
             sources.append(_timed(ain, astream, aout, 1, video_end))
         for _, _, packet, target in heapq.merge(*sources, key=lambda item: item[:2]):
             packet.stream = target

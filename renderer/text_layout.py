@@ -23,6 +23,7 @@ from renderer.model import TextLayer
 
 ELLIPSIS = "\u2026"
 MIN_SHRINK_SIZE = 6.0
+MIN_FONT_SIZE = 1.0
 
 # Scripts whose glyphs join or reorder, so they must be shaped as whole runs.
 _COMPLEX_RANGES = (
@@ -47,6 +48,9 @@ def open_font(path: str | None, size: float) -> ImageFont.FreeTypeFont:
         OSError: the file is missing or not a font.
         InvalidTemplate: Pillow was built without FreeType.
     """
+    # FreeType refuses sizes under half a pixel ("invalid ppem value"); a text layer scaled
+    # down by a small encoderConfig.res, or a tiny minSize, is drawn at one pixel instead.
+    size = max(size, MIN_FONT_SIZE)
     if path is None:
         font = ImageFont.load_default(size)
         if not isinstance(font, ImageFont.FreeTypeFont):  # Pillow built without FreeType

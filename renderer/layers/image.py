@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ from renderer.model import ImageLayer, Layer
 # do we, so an animation plays at the speed its author saw.
 _MIN_GIF_DELAY_MS = 20
 _DEFAULT_GIF_DELAY_MS = 100
+# Frame times like k / 25 s and the wrap (a float fmod) land a hair short of a GIF frame's
+# boundary; without this slack the frame that starts exactly then shows one frame late.
+_EPS_S = 1e-6
 
 
 def _fit_premultiplied(
@@ -90,9 +94,13 @@ class ImageSource:
     def frame(self, t_s: float) -> Rgba | None:
         if self.static:
             return self._frames[0]
-        t = t_s % self._ends_s[-1]
+        total = self._ends_s[-1]
+        t = math.fmod(max(0.0, t_s), total)
+        if total - t < _EPS_S:
+            t = 0.0
         # The frame shown at t is the first whose end lies after t.
-        return self._frames[min(bisect.bisect_right(self._ends_s, t), len(self._frames) - 1)]
+        index = bisect.bisect_right(self._ends_s, t + _EPS_S)
+        return self._frames[min(index, len(self._frames) - 1)]
 
     def close(self) -> None:
         self._frames = []

@@ -148,6 +148,24 @@ def test_animated_gif_frames_follow_their_durations_and_loop(tmp_path: Path) -> 
     assert colour(0.65) == [255, 0, 0]  # 0.6 s loop
 
 
+def test_gif_frame_starting_exactly_at_an_output_frame_time_is_shown_then(
+    tmp_path: Path,
+) -> None:
+    # At 25 fps, output frame 35 is t = 1.4 s: 14 GIF frames of 100 ms in, so frame 14 % 3.
+    # 1.4 % 0.3 in floating point is 0.19999..., which used to select the previous frame.
+    path = tmp_path / "anim.gif"
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    frames = [Image.new("RGB", (4, 4), c) for c in colours]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    src = ImageSource(path, 4, 4)
+    for k in range(60):
+        t = k / 25
+        px = src.frame(t)
+        assert px is not None
+        expected = colours[(k * 40 // 100) % 3]
+        assert px[0, 0, :3].tolist() == list(expected), f"output frame {k} (t={t})"
+
+
 def test_tga_and_jpeg_load(tmp_path: Path) -> None:
     Image.new("RGBA", (6, 4), (10, 20, 30, 255)).save(tmp_path / "a.tga")
     px = ImageSource(tmp_path / "a.tga", 6, 4).frame(0.0)

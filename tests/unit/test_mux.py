@@ -24,8 +24,9 @@ pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe
 FPS = Fraction(30)
 
 
-def make_video(path: Path, frames: int, fps: Fraction = FPS) -> Path:
-    with VideoEncoder(path, 64, 36, fps, EncoderConfig(gop=10), "software") as enc:
+def make_video(path: Path, frames: int, fps: Fraction = FPS, codec: int = 0) -> Path:
+    config = EncoderConfig.model_validate({"gop": 10, "codec": codec})
+    with VideoEncoder(path, 64, 36, fps, config, "software") as enc:
         for i in range(frames):
             frame = enc.new_frame()
             y, u, v = plane_arrays(frame)
@@ -151,3 +152,16 @@ def test_inputs_without_the_expected_stream_are_refused(tmp_path: Path) -> None:
         mux(audio, None, tmp_path / "out.mp4")
     with pytest.raises(ValueError, match=r"video\.mp4 has no audio stream"):
         mux(video, video, tmp_path / "out2.mp4")
+
+
+@pytest.mark.parametrize("codec", [1, 2], ids=["hevc", "av1"])
+def test_hevc_and_av1_are_remuxed_too(tmp_path: Path, codec: int) -> None:
+    # AV1 is demuxed with libdav1d, a decoder with no encoder of that name to copy from.
+    video = make_video(tmp_path / "video.mp4", 12, codec=codec)
+    out = tmp_path / "out.mp4"
+    mux(video, make_audio(tmp_path, 12 / 30), out)
+    kinds = {s["codec_type"]: s for s in probe(out)["streams"]}
+    assert kinds["video"]["codec_name"] == ("hevc" if codec == 1 else "av1")
+    assert int(kinds["video"]["nb_frames"]) == 12
+    assert kinds["audio"]["codec_name"] == "aac"
+    assert video_payloads(out) == video_payloads(video)

@@ -197,6 +197,18 @@ def test_boxes_smaller_than_a_glyph_still_give_a_box_sized_raster(
     assert raster.fit.truncated
 
 
+@pytest.mark.parametrize("font", ["dejavu", "builtin"])
+def test_sub_pixel_sizes_render_instead_of_failing(font: str) -> None:
+    # A 320x180 template rendered with encoderConfig.res [16, 16] scales 12 px text to 0.6 px
+    # and a minSize of 6 to 0.3 px; FreeType refuses those ("invalid ppem value").
+    path = default_font_path() if font == "dejavu" else None
+    if font == "dejavu" and path is None:
+        pytest.skip("DejaVu Sans not installed")
+    for fields in ({"size": 0.3}, {"size": 0.6, "fit": "shrink", "minSize": 0.3}):
+        raster = render_text(layer(text="The quick brown fox", **fields), path, 6, 2)
+        assert raster.rgba.shape == (2, 6, 4)
+
+
 def test_shrink_keeps_the_size_when_the_text_fits() -> None:
     raster = draw(text="Fits", size=20, fit="shrink")
     assert raster.fit.used_size == 20
