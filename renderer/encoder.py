@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -335,6 +336,10 @@ class VideoEncoder:
         # A stream cannot be removed from a container once added, so each attempt (NVENC,
         # then software) gets its own container; the file is truncated on each open.
         # Failing to create the file is not the encoder's refusal: let that error through.
+        if name == "libsvtav1":
+            # SVT-AV1 writes a ~20-line banner to stderr at its default log level (info),
+            # burying the one error line of `velocity render`; keep its errors only.
+            os.environ.setdefault("SVT_LOG", "1")
         container = av.open(str(self.path), "w", format="mp4")
         try:
             stream = self._add_stream(container, name, hardware=hardware)

@@ -249,12 +249,12 @@ class EncoderConfig(BaseModel):
         if self.profile is not None and self.profile not in PROFILES[self.codec]:
             legal = ", ".join(f"{k} ({v})" for k, v in PROFILES[self.codec].items())
             raise InvalidEncoderConfig(
-                f"encoderConfig.profile {self.profile} is not a {CODEC_NAMES[self.codec]} "
+                f"encoderConfig.profile {self.profile} is not a valid {CODEC_NAMES[self.codec]} "
                 f"profile; use one of {legal}"
             )
         if self.level is not None and self.level not in LEVELS[self.codec]:
             raise InvalidEncoderConfig(
-                f"encoderConfig.level {self.level} is not a {CODEC_NAMES[self.codec]} level; "
+                f"encoderConfig.level {self.level} is not a valid {CODEC_NAMES[self.codec]} level; "
                 f"use one of {_fmt_levels(self.codec)} (41 means level 4.1)"
             )
         if self.res is not None and self.fps_num is not None:
