@@ -24,16 +24,6 @@ from jobs.storage import Storage
 
 log = logging.getLogger("velocity.api")
 
-ROUTER_MODULES = (
-    "health",
-    "templates",
-    "audio",
-    "audio_groups",
-    "assets",
-    "admin",
-    "renders",
-    "campaigns",
-)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -152,7 +142,17 @@ def create_app(
         run_worker: run worker threads in this process; default: the embedded mode.
         recover: re-enqueue stranded jobs at start-up; default: same as ``run_worker``.
     """
-    import importlib
+    from api.routers import (
+        account,
+        admin,
+        assets,
+        audio,
+        audio_groups,
+        campaigns,
+        health,
+        renders,
+        templates,
+    )
 
     settings = settings or (service.settings if service else Settings())
     svc = service or build_service(settings)
@@ -193,14 +193,17 @@ def create_app(
     app.state.storage = svc.storage
     app.state.broker = svc.broker
     install_error_handlers(app)
-    for name in ROUTER_MODULES:
-        try:
-            module = importlib.import_module(f"api.routers.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"api.routers.{name}":
-                raise
-            log.warning("router module api.routers.%s is missing", name)
-            continue
+    for module in (
+        health,
+        account,
+        templates,
+        audio,
+        audio_groups,
+        assets,
+        admin,
+        renders,
+        campaigns,
+    ):
         app.include_router(module.router)
 
     cache: dict[str, frozenset[str]] = {}

@@ -439,7 +439,9 @@ def test_webhook_is_signed_and_retried(env: tuple[Env, Any]) -> None:
         wait_until(lambda: len(sink.received) == 1, 60, "webhook delivery after a retry")
     assert sink.attempts == 2
     headers, raw = sink.received[0]
-    secret = run(user_row(e.db, uid)).webhook_secret
+    # The account's own view hands out the secret an integrator verifies with.
+    secret = c.get("/account", headers=_h(key)).json()["webhookSecret"]
+    assert secret == run(user_row(e.db, uid)).webhook_secret
     assert sink.verify(secret, headers, raw)
     assert not sink.verify(secret + "x", headers, raw)
     payload = json.loads(raw)
@@ -450,6 +452,23 @@ def test_webhook_is_signed_and_retried(env: tuple[Env, Any]) -> None:
     wait_until(
         lambda: run(render_row(e.db, rid)).webhook_delivered_at is not None, 10, "delivery noted"
     )
+
+
+def test_webhook_secret_rotation(idle_env: tuple[Env, Any]) -> None:
+    e, c = idle_env
+    uid, key = e.user("rotator")
+    other_uid, other_key = e.user("bystander")
+    before = c.get("/account", headers=_h(key)).json()
+    assert before["name"] == "rotator" and before["id"] == str(uid)
+    rotated = c.post("/account/webhook-secret", headers=_h(key)).json()
+    assert rotated["webhookSecret"] != before["webhookSecret"]
+    assert run(user_row(e.db, uid)).webhook_secret == rotated["webhookSecret"]
+    # Only the caller's own secret changes.
+    assert (
+        run(user_row(e.db, other_uid)).webhook_secret
+        == (c.get("/account", headers=_h(other_key)).json()["webhookSecret"])
+    )
+    assert c.get("/account").status_code == 401
 
 
 def test_campaign_mode_merges_defaults_and_requires_linked_audio(env: tuple[Env, Any]) -> None:
