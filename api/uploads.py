@@ -5,10 +5,14 @@ incremental parser; the ``file`` part is appended to a temporary file, other for
 (small) are kept in memory. Memory stays bounded by one network chunk whatever the upload
 size. Limits are enforced while streaming: past ``max_bytes`` → 413, past the account's free
 quota → 400 ``storage_quota_exceeded``; on any failure the temp file is removed.
+Deleting goes the other way round: ``commit_and_remove`` removes stored files only once the
+rows are gone for good.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,3 +255,56 @@ async def reserve_upload(session: Any, user: Any, received: ReceivedFile) -> Non
         await session.refresh(user)
         available = user.storage_quota_bytes - user.storage_used_bytes - user.storage_reserved_bytes
         raise quota_error(received.size, available)
+
+
+@dataclass
+class Upload:
+    """A received upload on its way into storage (see ``receive_upload``)."""
+
+    form: ReceivedForm
+    file: ReceivedFile
+    session: Any
+    storage: Any
+    final_path: Path | None = None
+
+    async def keep(self, relative: str) -> None:
+        """Move the file to its stored path ``relative`` and commit the session (rows and
+        outbox): the last step of an accepted upload."""
+        self.final_path = self.storage.move_into_place(self.file.path, relative)
+        await self.session.commit()
+
+
+@asynccontextmanager
+async def receive_upload(
+    request: Request, session: Any, user: Any, settings: Any, storage: Any
+) -> AsyncIterator[Upload]:
+    """Stream an upload (``stream_upload``) and hold it while the caller accepts it.
+
+    The block checks the file, reserves its storage (``reserve_upload``), inserts its rows,
+    enqueues its job and ends with ``upload.keep(relative)``. Whatever fails inside the
+    block, neither the temp file nor the moved file is left behind.
+
+    Raises:
+        BadRequest: ``invalid_file_format`` for an empty file, and as ``stream_upload``.
+        PayloadTooLarge: as ``stream_upload``.
+    """
+    form = await stream_upload(request, session, user, settings, storage)
+    assert form.file is not None
+    upload = Upload(form, form.file, session, storage)
+    try:
+        if upload.file.size == 0:
+            raise BadRequest("The uploaded file is empty", "invalid_file_format")
+        yield upload
+    except BaseException:
+        upload.file.path.unlink(missing_ok=True)
+        if upload.final_path is not None:
+            upload.final_path.unlink(missing_ok=True)
+        raise
+
+
+async def commit_and_remove(session: Any, storage: Any, paths: list[str]) -> None:
+    """Commit a delete, then remove its stored ``paths``: a delete that fails to commit keeps
+    its files."""
+    await session.commit()
+    for path in paths:
+        storage.remove(path)

@@ -12,15 +12,36 @@ from pydantic import Field
 from api.auth import issue_key
 from api.deps import AdminDep, SessionDep, SettingsDep
 from api.errors import BadRequest, Conflict, NotFound
-from api.schemas.common import ApiModel, MessageResponse, UtcDateTime, error_responses
+from api.schemas.common import ApiModel, MessageResponse, UtcDateTime, error_responses, examples
 from jobs.models import ApiKey, Asset, Audio, JobStatus, Template, User
 from jobs.quota import MB
 from jobs.store import accounts
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[AdminDep],
+    responses=error_responses(401, 403, "default"),
+)
+
+USER_EXAMPLE: dict[str, Any] = {
+    "id": "3f2b8c1d-9a4e-4b7f-8c6d-5e4f3a2b1c0d",
+    "name": "alice",
+    "quotaMB": 5000,
+    "storageUsedBytes": 1310720000,
+    "storageReservedBytes": 0,
+    "renderBudgetMs": 3600000,
+    "renderUsedMs": 180000,
+    "renderReservedMs": 0,
+    "maxConcurrentRenders": 10,
+    "createdAt": "2024-01-15T10:30:00Z",
+}
+KEY_EXAMPLE = "vel_Ab12Cd34_8rT3kq0ZpW6yXvN1mL5sJ2hF9gD4cB7a"
 
 
 class UserCreate(ApiModel):
+    model_config = examples({"name": "alice", "quotaMB": 5000, "renderBudgetMs": 3600000})
+
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
     quota_mb: int | None = Field(default=None, alias="quotaMB", ge=0)
     render_budget_ms: int | None = Field(default=None, ge=0)
@@ -28,12 +49,16 @@ class UserCreate(ApiModel):
 
 
 class UserUpdate(ApiModel):
+    model_config = examples({"quotaMB": 10000, "maxConcurrentRenders": 4})
+
     quota_mb: int | None = Field(default=None, alias="quotaMB", ge=0)
     render_budget_ms: int | None = Field(default=None, ge=0)
     max_concurrent_renders: int | None = Field(default=None, ge=1)
 
 
 class UserDto(ApiModel):
+    model_config = examples(USER_EXAMPLE)
+
     id: uuid.UUID
     name: str
     quota_mb: int = Field(alias="quotaMB")
@@ -62,17 +87,28 @@ class UserDto(ApiModel):
 
 
 class KeyCreated(ApiModel):
+    model_config = examples(
+        {"userId": USER_EXAMPLE["id"], "prefix": KEY_EXAMPLE[:12], "apiKey": KEY_EXAMPLE}
+    )
+
     user_id: uuid.UUID
     prefix: str
     api_key: str = Field(description="Shown once; only its hash is stored")
 
 
 class UserCreated(UserDto):
+    model_config = examples({**USER_EXAMPLE, "apiKey": KEY_EXAMPLE, "keyPrefix": KEY_EXAMPLE[:12]})
+
     api_key: str
     key_prefix: str
 
 
-@router.post("/users", response_model=UserCreated, responses=error_responses(400, 401, 409))
+@router.post(
+    "/users",
+    response_model=UserCreated,
+    summary="Create a user and its first API key",
+    responses=error_responses(400, 409),
+)
 async def create_user(body: UserCreate, session: SessionDep, settings: SettingsDep) -> UserCreated:
     """Create a user and its first API key (shown once)."""
     try:
@@ -96,7 +132,7 @@ async def create_user(body: UserCreate, session: SessionDep, settings: SettingsD
     return UserCreated(**dto.model_dump(by_alias=False), api_key=key.key, key_prefix=key.prefix)
 
 
-@router.get("/users", response_model=list[UserDto])
+@router.get("/users", response_model=list[UserDto], summary="List users")
 async def list_users(session: SessionDep, settings: SettingsDep) -> list[UserDto]:
     """Every user with its ledgers."""
     return [
@@ -104,7 +140,12 @@ async def list_users(session: SessionDep, settings: SettingsDep) -> list[UserDto
     ]
 
 
-@router.post("/users/{user_id}/keys", response_model=KeyCreated, responses=error_responses(404))
+@router.post(
+    "/users/{user_id}/keys",
+    response_model=KeyCreated,
+    summary="Issue another API key",
+    responses=error_responses(400, 404),
+)
 async def create_key(user_id: uuid.UUID, session: SessionDep) -> KeyCreated:
     """Issue another API key for the user (shown once)."""
     if await accounts.get_user(session, user_id) is None:
@@ -113,7 +154,12 @@ async def create_key(user_id: uuid.UUID, session: SessionDep) -> KeyCreated:
     return KeyCreated(user_id=user_id, prefix=key.prefix, api_key=key.key)
 
 
-@router.delete("/keys/{prefix}", response_model=MessageResponse, responses=error_responses(404))
+@router.delete(
+    "/keys/{prefix}",
+    response_model=MessageResponse,
+    summary="Revoke an API key",
+    responses=error_responses(404),
+)
 async def revoke_key(prefix: str, session: SessionDep) -> MessageResponse:
     """Revoke the key with this visible prefix (``vel_`` + 8 characters)."""
     if not await accounts.revoke_api_key(session, prefix):
@@ -121,7 +167,12 @@ async def revoke_key(prefix: str, session: SessionDep) -> MessageResponse:
     return MessageResponse(message="API key revoked")
 
 
-@router.patch("/users/{user_id}", response_model=UserDto, responses=error_responses(400, 404))
+@router.patch(
+    "/users/{user_id}",
+    response_model=UserDto,
+    summary="Change quota, budget or concurrency limit",
+    responses=error_responses(400, 404),
+)
 async def update_user(
     user_id: uuid.UUID, body: UserUpdate, session: SessionDep, settings: SettingsDep
 ) -> UserDto:
@@ -152,7 +203,29 @@ async def update_user(
     return UserDto.of(user, settings.max_concurrent_renders)
 
 
-@router.get("/stats")
+@router.get(
+    "/stats",
+    summary="Service-wide counts and usage",
+    responses={
+        200: {
+            "description": "Counts by status (lowercase) and totals",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "users": 3,
+                        "storageUsedBytes": 1310720000,
+                        "renderUsedMs": 180000,
+                        "activeApiKeys": 4,
+                        "templates": {"completed": 5, "failed": 1},
+                        "audio": {"completed": 12},
+                        "assets": {"completed": 7, "processing": 1},
+                        "renders": {"completed": 20, "processing": 2, "cancelled": 1},
+                    }
+                }
+            },
+        }
+    },
+)
 async def stats(session: SessionDep) -> dict[str, Any]:
     """Counts of users, keys, templates, audio and assets by status, renders by status, and
     storage and render time used."""

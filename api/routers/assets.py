@@ -6,22 +6,22 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request
 
 from api.deps import SessionDep, SettingsDep, StorageDep, UserDep
 from api.errors import BadRequest, NotFound
-from api.routers.audio import UPLOAD_BODY
-from api.schemas.common import MessageResponse, error_responses
+from api.schemas.common import MessageResponse, error_responses, upload_body
 from api.schemas.library import AssetStatusDto, AssetUploaded
-from api.uploads import display_name, reserve_upload, stream_upload
+from api.uploads import commit_and_remove, display_name, receive_upload, reserve_upload
 from jobs.actors import ASSET_ACTOR
 from jobs.messages import enqueue
-from jobs.models import ACTIVE_STATUSES, new_id
+from jobs.models import ACTIVE_STATUSES, Asset, new_id
 from jobs.store import library
 from jobs.store import renders as render_store
 
-router = APIRouter(prefix="/asset", tags=["assets"])
+router = APIRouter(prefix="/asset", tags=["assets"], responses=error_responses(401, "default"))
 _EXT_RE = re.compile(r"^\.[a-z0-9]{1,5}$")
 
 
@@ -30,7 +30,7 @@ _EXT_RE = re.compile(r"^\.[a-z0-9]{1,5}$")
     response_model=AssetUploaded,
     summary="Upload an image or video for customisations",
     responses=error_responses(400, 401, 413),
-    openapi_extra=UPLOAD_BODY,
+    openapi_extra=upload_body(),
 )
 async def upload_asset(
     request: Request,
@@ -40,13 +40,8 @@ async def upload_asset(
     storage: StorageDep,
 ) -> AssetUploaded:
     """Multipart ``file`` → ``{assetId, status}``; poll ``/asset/{id}/status``."""
-    form = await stream_upload(request, session, user, settings, storage)
-    received = form.file
-    assert received is not None
-    final_path: Path | None = None
-    try:
-        if received.size == 0:
-            raise BadRequest("The uploaded file is empty", "invalid_file_format")
+    async with receive_upload(request, session, user, settings, storage) as upload:
+        received = upload.file
         filename = display_name(received.filename, "asset")
         suffix = Path(filename).suffix.lower()
         suffix = suffix if _EXT_RE.match(suffix) else ""
@@ -63,28 +58,26 @@ async def upload_asset(
             size=received.size,
         )
         enqueue(session, ASSET_ACTOR, asset_id)
-        final_path = storage.move_into_place(received.path, rel)
-        await session.commit()
-    except BaseException:
-        received.path.unlink(missing_ok=True)
-        if final_path is not None:
-            final_path.unlink(missing_ok=True)
-        raise
+        await upload.keep(rel)
     return AssetUploaded(asset_id=asset_id, status="processing")
+
+
+async def _owned(session: Any, user_id: uuid.UUID, asset_id: uuid.UUID) -> Asset:
+    asset = await library.get_asset(session, user_id, asset_id)
+    if asset is None:
+        raise NotFound(f"Asset {asset_id} not found")
+    return asset
 
 
 @router.get(
     "/{asset_id}/status",
     response_model=AssetStatusDto,
     summary="Asset status",
-    responses=error_responses(404),
+    responses=error_responses(400, 404),
 )
 async def asset_status(asset_id: uuid.UUID, user: UserDep, session: SessionDep) -> AssetStatusDto:
     """Status, detected kind (image or video) and failure reason."""
-    asset = await library.get_asset(session, user.id, asset_id)
-    if asset is None:
-        raise NotFound(f"Asset {asset_id} not found")
-    return AssetStatusDto.of(asset)
+    return AssetStatusDto.of(await _owned(session, user.id, asset_id))
 
 
 @router.delete(
@@ -97,15 +90,10 @@ async def delete_asset(
     asset_id: uuid.UUID, user: UserDep, session: SessionDep, storage: StorageDep
 ) -> MessageResponse:
     """Delete the file and give its storage back."""
-    asset = await library.get_asset(session, user.id, asset_id)
-    if asset is None:
-        raise NotFound(f"Asset {asset_id} not found")
+    asset = await _owned(session, user.id, asset_id)
     if asset.status in ACTIVE_STATUSES:
         raise BadRequest("Asset is still being processed; try again shortly", "asset_busy")
     if await render_store.asset_in_use(session, asset):
         raise BadRequest("Asset is used by active renders; cancel them first", "asset_in_use")
-    paths = await library.delete_asset(session, asset)
-    await session.commit()
-    for path in paths:
-        storage.remove(path)
+    await commit_and_remove(session, storage, await library.delete_asset(session, asset))
     return MessageResponse(message="Asset deleted successfully")

@@ -11,16 +11,16 @@ from fastapi import APIRouter, Query, Request, Response
 from api.deps import SessionDep, SettingsDep, StorageDep, UserDep
 from api.downloads import file_response
 from api.errors import BadRequest, NotFound
-from api.schemas.common import MessageResponse, error_responses
+from api.schemas.common import MessageResponse, error_responses, history_statuses, upload_body
 from api.schemas.library import AudioDto, AudioJobDto, AudioListItem, AudioUploaded
-from api.uploads import display_name, reserve_upload, stream_upload
+from api.uploads import commit_and_remove, display_name, receive_upload, reserve_upload
 from jobs.actors import AUDIO_ACTOR
 from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, AudioGroup, JobStatus, new_id
 from jobs.store import library
 from jobs.store import renders as render_store
 
-router = APIRouter(tags=["audio"])
+router = APIRouter(tags=["audio"], responses=error_responses(401, "default"))
 
 AUDIO_FORMATS = {
     ".mp3": ("mp3", "audio/mpeg"),
@@ -29,20 +29,6 @@ AUDIO_FORMATS = {
     ".m4a": ("aac", "audio/aac"),
 }
 MEDIA_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "aac": "audio/aac"}
-UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            }
-        },
-    }
-}
 
 
 def _audio_format(filename: str, content_type: str | None) -> tuple[str, str]:
@@ -64,6 +50,23 @@ def _audio_format(filename: str, content_type: str | None) -> tuple[str, str]:
     )
 
 
+async def _form_group(session: Any, user_id: uuid.UUID, fields: dict[str, str]) -> uuid.UUID:
+    """The group named by the form's ``groupId`` (or ``audioGroupId``), else the default."""
+    raw = fields.get("groupId") or fields.get("audioGroupId")
+    if not raw:
+        return (await library.default_group(session, user_id)).id
+    try:
+        wanted = uuid.UUID(raw.strip())
+    except ValueError:
+        raise BadRequest(
+            f"form field 'groupId': {raw!r} is not a UUID", "invalid_request"
+        ) from None
+    found = await library.get_group(session, user_id, wanted)
+    if found is None:
+        raise NotFound(f"Audio asset group {wanted} not found")
+    return found.id
+
+
 async def receive_audio(
     request: Request,
     *,
@@ -76,30 +79,12 @@ async def receive_audio(
     """Stream an audio upload into ``group`` (or the form's ``groupId``, or the default
     group) and queue its validation."""
     group_id = group.id if group else None
-    form = await stream_upload(request, session, user, settings, storage)
-    received = form.file
-    assert received is not None
-    final_path: Path | None = None
-    try:
-        if received.size == 0:
-            raise BadRequest("The uploaded file is empty", "invalid_file_format")
+    async with receive_upload(request, session, user, settings, storage) as upload:
+        received = upload.file
         filename = display_name(received.filename, "audio")
         fmt, _media = _audio_format(filename, received.content_type)
         if group_id is None:
-            raw = form.fields.get("groupId") or form.fields.get("audioGroupId")
-            if raw:
-                try:
-                    wanted = uuid.UUID(raw.strip())
-                except ValueError:
-                    raise BadRequest(
-                        f"form field 'groupId': {raw!r} is not a UUID", "invalid_request"
-                    ) from None
-                found = await library.get_group(session, user.id, wanted)
-                if found is None:
-                    raise NotFound(f"Audio asset group {wanted} not found")
-                group_id = found.id
-            else:
-                group_id = (await library.default_group(session, user.id)).id
+            group_id = await _form_group(session, user.id, upload.form.fields)
         await reserve_upload(session, user, received)
         audio_id = new_id()
         rel = storage.new_path("audio", user.id, audio_id, "." + fmt)
@@ -114,13 +99,7 @@ async def receive_audio(
             size=received.size,
         )
         enqueue(session, AUDIO_ACTOR, job.id)
-        final_path = storage.move_into_place(received.path, rel)
-        await session.commit()
-    except BaseException:
-        received.path.unlink(missing_ok=True)
-        if final_path is not None:
-            final_path.unlink(missing_ok=True)
-        raise
+        await upload.keep(rel)
     return AudioUploaded(
         audio_id=audio_id, job_id=job.id, audio_group_id=group_id, status="processing"
     )
@@ -131,7 +110,7 @@ async def receive_audio(
     response_model=AudioUploaded,
     summary="Upload audio (form field groupId optional: default group)",
     responses=error_responses(400, 401, 404, 413),
-    openapi_extra=UPLOAD_BODY,
+    openapi_extra=upload_body(groupId="Audio asset group id (default: the Default group)"),
 )
 async def upload_audio(
     request: Request,
@@ -146,9 +125,6 @@ async def upload_audio(
     )
 
 
-HISTORY_STATUSES = {"completed": JobStatus.Completed, "failed": JobStatus.Failed}
-
-
 @router.get("/audio/active", response_model=list[AudioJobDto], summary="Audio being processed")
 async def active_audio(user: UserDep, session: SessionDep) -> list[AudioJobDto]:
     """Audio jobs still pending or processing."""
@@ -156,7 +132,12 @@ async def active_audio(user: UserDep, session: SessionDep) -> list[AudioJobDto]:
     return [AudioJobDto.of(job, a) for job, a in rows]
 
 
-@router.get("/audio/history", response_model=list[AudioJobDto], summary="Audio job history")
+@router.get(
+    "/audio/history",
+    response_model=list[AudioJobDto],
+    summary="Audio job history",
+    responses=error_responses(400),
+)
 async def audio_history(
     user: UserDep,
     session: SessionDep,
@@ -165,20 +146,17 @@ async def audio_history(
     take: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> list[AudioJobDto]:
     """Completed and failed audio jobs, newest first."""
-    if status is None:
-        statuses = list(HISTORY_STATUSES.values())
-    elif status.strip().lower() in HISTORY_STATUSES:
-        statuses = [HISTORY_STATUSES[status.strip().lower()]]
-    else:
-        raise BadRequest(
-            f"query parameter 'status' must be 'completed' or 'failed', not {status!r}",
-            "invalid_request",
-        )
+    statuses = history_statuses(status)
     rows = await library.list_audio_jobs(session, user.id, statuses, skip=skip, take=take)
     return [AudioJobDto.of(job, a) for job, a in rows]
 
 
-@router.get("/audio/list", response_model=list[AudioListItem], summary="Ready audio, all groups")
+@router.get(
+    "/audio/list",
+    response_model=list[AudioListItem],
+    summary="Ready audio, all groups",
+    responses=error_responses(400),
+)
 async def list_audio(
     *,
     user: UserDep,
@@ -209,7 +187,7 @@ async def _owned(session: Any, user_id: uuid.UUID, audio_id: uuid.UUID) -> Any:
     "/audio/{audio_id}/status",
     response_model=AudioJobDto,
     summary="Audio processing status",
-    responses=error_responses(404),
+    responses=error_responses(400, 404),
 )
 async def audio_status(audio_id: uuid.UUID, user: UserDep, session: SessionDep) -> AudioJobDto:
     """The latest processing job of the audio (also accepts the job id)."""
@@ -222,7 +200,13 @@ async def audio_status(audio_id: uuid.UUID, user: UserDep, session: SessionDep) 
 @router.get(
     "/audio/{audio_id}/download",
     summary="Download the original audio",
-    responses=error_responses(404, 416),
+    responses={
+        200: {
+            "content": {"audio/mpeg": {}, "audio/wav": {}, "audio/aac": {}},
+            "description": "The file in its original format (206 for a range)",
+        },
+        **error_responses(400, 404, 416),
+    },
 )
 async def download_audio(
     audio_id: uuid.UUID, request: Request, user: UserDep, session: SessionDep, storage: StorageDep
@@ -244,7 +228,7 @@ async def download_audio(
     "/audio/{audio_id}",
     response_model=AudioDto,
     summary="Audio details",
-    responses=error_responses(404),
+    responses=error_responses(400, 404),
 )
 async def audio_detail(audio_id: uuid.UUID, user: UserDep, session: SessionDep) -> AudioDto:
     """Details of a processed audio file."""
@@ -269,8 +253,5 @@ async def delete_audio(
         raise BadRequest("Audio is still being processed; try again shortly", "audio_busy")
     if await render_store.audio_in_use(session, audio.id):
         raise BadRequest("Audio is used by active renders; cancel them first", "audio_in_use")
-    paths = await library.delete_audio(session, audio)
-    await session.commit()
-    for path in paths:
-        storage.remove(path)
+    await commit_and_remove(session, storage, await library.delete_audio(session, audio))
     return MessageResponse(message="Audio deleted successfully")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request
 
 from api.deps import SessionDep, SettingsDep, StorageDep, UserDep
 from api.errors import BadRequest, NotFound
-from api.routers.audio import UPLOAD_BODY, receive_audio
-from api.schemas.common import MessageResponse, error_responses
+from api.routers.audio import receive_audio
+from api.schemas.common import MessageResponse, error_responses, upload_body
 from api.schemas.library import (
     AudioDto,
     AudioGroupCreate,
@@ -17,13 +18,29 @@ from api.schemas.library import (
     AudioGroupDto,
     AudioUploaded,
 )
+from api.uploads import commit_and_remove
+from jobs.models import AudioGroup
 from jobs.store import library
 from jobs.store import renders as render_store
 
-router = APIRouter(prefix="/audio-asset-group", tags=["audio groups"])
+router = APIRouter(
+    prefix="/audio-asset-group", tags=["audio groups"], responses=error_responses(401, "default")
+)
 
 
-@router.post("", response_model=AudioGroupDto, summary="Create an audio asset group")
+async def _owned(session: Any, user_id: uuid.UUID, group_id: uuid.UUID) -> AudioGroup:
+    group = await library.get_group(session, user_id, group_id)
+    if group is None:
+        raise NotFound(f"Audio asset group {group_id} not found")
+    return group
+
+
+@router.post(
+    "",
+    response_model=AudioGroupDto,
+    summary="Create an audio asset group",
+    responses=error_responses(400),
+)
 async def create_group(body: AudioGroupCreate, user: UserDep, session: SessionDep) -> AudioGroupDto:
     """``{name}`` → ``{id, name, createdAt}``."""
     return AudioGroupDto.of(await library.create_group(session, user.id, body.name.strip()))
@@ -39,13 +56,11 @@ async def list_groups(user: UserDep, session: SessionDep) -> list[AudioGroupDto]
     "/{group_id}",
     response_model=AudioGroupDetail,
     summary="A group with its audio",
-    responses=error_responses(404),
+    responses=error_responses(400, 404),
 )
 async def get_group(group_id: uuid.UUID, user: UserDep, session: SessionDep) -> AudioGroupDetail:
     """The group and every audio in it (any status)."""
-    group = await library.get_group(session, user.id, group_id)
-    if group is None:
-        raise NotFound(f"Audio asset group {group_id} not found")
+    group = await _owned(session, user.id, group_id)
     audios = await library.audios_in_group(session, user.id, group.id)
     return AudioGroupDetail(
         id=group.id,
@@ -65,9 +80,7 @@ async def delete_group(
     group_id: uuid.UUID, user: UserDep, session: SessionDep, storage: StorageDep
 ) -> MessageResponse:
     """Refused (400) while any of its audio is used by an active render."""
-    group = await library.get_group(session, user.id, group_id)
-    if group is None:
-        raise NotFound(f"Audio asset group {group_id} not found")
+    group = await _owned(session, user.id, group_id)
     for audio in await library.audios_in_group(session, user.id, group.id):
         if await render_store.audio_in_use(session, audio.id):
             raise BadRequest(
@@ -75,10 +88,7 @@ async def delete_group(
                 "cancel them first",
                 "audio_in_use",
             )
-    paths = await library.delete_group(session, group)
-    await session.commit()
-    for path in paths:
-        storage.remove(path)
+    await commit_and_remove(session, storage, await library.delete_group(session, group))
     return MessageResponse(message="Audio asset group deleted successfully")
 
 
@@ -87,7 +97,7 @@ async def delete_group(
     response_model=AudioUploaded,
     summary="Upload audio into a group",
     responses=error_responses(400, 404, 413),
-    openapi_extra=UPLOAD_BODY,
+    openapi_extra=upload_body(),
 )
 async def upload_into_group(
     group_id: uuid.UUID,
@@ -99,9 +109,7 @@ async def upload_into_group(
     storage: StorageDep,
 ) -> AudioUploaded:
     """Multipart ``file`` (MP3, WAV or AAC) → ``{audioId, status: "processing"}``."""
-    group = await library.get_group(session, user.id, group_id)
-    if group is None:
-        raise NotFound(f"Audio asset group {group_id} not found")
+    group = await _owned(session, user.id, group_id)
     return await receive_audio(
         request, user=user, session=session, settings=settings, storage=storage, group=group
     )

@@ -10,6 +10,15 @@ from fastapi.responses import JSONResponse
 
 router = APIRouter(tags=["health"])
 
+HEALTHY = {
+    "ok": True,
+    "database": True,
+    "broker": True,
+    "storage": True,
+    "mode": "embedded",
+    "encoders": {"libx264": True, "libx265": True, "libsvtav1": True, "h264_nvenc": False},
+}
+
 
 def _broker_ok(broker: Any) -> bool:
     client = getattr(broker, "client", None)
@@ -41,7 +50,16 @@ def _encoders() -> dict[str, bool]:
 @router.get(
     "/health",
     summary="Service health",
-    responses={503: {"description": "A dependency is down"}},
+    responses={
+        200: {
+            "description": "Every dependency is up",
+            "content": {"application/json": {"example": HEALTHY}},
+        },
+        503: {
+            "description": "A dependency is down (``ok`` false, the failing one false)",
+            "content": {"application/json": {"example": {**HEALTHY, "ok": False, "broker": False}}},
+        },
+    },
 )
 async def health(request: Request) -> JSONResponse:
     """``{ok, database, broker, storage, encoders}``; 503 when a dependency is down."""

@@ -14,7 +14,13 @@ from fastapi import APIRouter, Query, Request, Response
 from api.deps import SessionDep, SettingsDep, StorageDep, UserDep
 from api.downloads import file_response
 from api.errors import BadRequest, Conflict, NotFound
-from api.schemas.common import MessageResponse, StorageStatus, error_responses
+from api.schemas.common import (
+    MessageResponse,
+    StorageStatus,
+    error_responses,
+    history_statuses,
+    upload_body,
+)
 from api.schemas.library import (
     PreviewRequest,
     TemplateDetail,
@@ -22,7 +28,7 @@ from api.schemas.library import (
     TemplateJobDto,
     TemplateUploaded,
 )
-from api.uploads import display_name, reserve_upload, stream_upload
+from api.uploads import commit_and_remove, display_name, receive_upload, reserve_upload
 from jobs.actors import TEMPLATE_ACTOR
 from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, JobStatus, Template, new_id
@@ -30,21 +36,9 @@ from jobs.quota import storage_status
 from jobs.store import library
 from jobs.store import renders as render_store
 
-router = APIRouter(prefix="/template", tags=["templates"])
-
-HISTORY_STATUSES = {"completed": JobStatus.Completed, "failed": JobStatus.Failed}
-
-
-def _history_statuses(status: str | None) -> list[JobStatus]:
-    if status is None:
-        return [JobStatus.Completed, JobStatus.Failed]
-    key = status.strip().lower()
-    if key not in HISTORY_STATUSES:
-        raise BadRequest(
-            f"query parameter 'status' must be 'completed' or 'failed', not {status!r}",
-            "invalid_request",
-        )
-    return [HISTORY_STATUSES[key]]
+router = APIRouter(
+    prefix="/template", tags=["templates"], responses=error_responses(401, "default")
+)
 
 
 @router.post(
@@ -52,23 +46,7 @@ def _history_statuses(status: str | None) -> list[JobStatus]:
     response_model=TemplateUploaded,
     summary="Upload a template ZIP",
     responses=error_responses(400, 401, 413),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file"],
-                        "properties": {
-                            "file": {"type": "string", "format": "binary"},
-                            "name": {"type": "string"},
-                        },
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=upload_body(name="Template name (default: the ZIP's file name)"),
 )
 async def upload_template(
     request: Request,
@@ -78,13 +56,8 @@ async def upload_template(
     storage: StorageDep,
 ) -> TemplateUploaded:
     """Stream the ZIP (multipart field ``file``) to storage and queue its processing."""
-    form = await stream_upload(request, session, user, settings, storage)
-    received = form.file
-    assert received is not None
-    final_path: Path | None = None
-    try:
-        if received.size == 0:
-            raise BadRequest("The uploaded file is empty", "invalid_file_format")
+    async with receive_upload(request, session, user, settings, storage) as upload:
+        received = upload.file
         if not await anyio.to_thread.run_sync(zipfile.is_zipfile, received.path):
             raise BadRequest(
                 "Invalid file format: template uploads must be ZIP archives", "invalid_file_format"
@@ -93,7 +66,7 @@ async def upload_template(
         template_id = new_id()
         zip_rel = storage.new_path("templates", user.id, template_id, ".zip")
         filename = display_name(received.filename, "template.zip")
-        name = form.fields.get("name", "").strip()[:255] or Path(filename).stem or "template"
+        name = upload.form.fields.get("name", "").strip()[:255] or Path(filename).stem or "template"
         _template, job = await library.create_template(
             session,
             template_id=template_id,
@@ -104,13 +77,7 @@ async def upload_template(
             zip_bytes=received.size,
         )
         enqueue(session, TEMPLATE_ACTOR, job.id)
-        final_path = storage.move_into_place(received.path, zip_rel)
-        await session.commit()
-    except BaseException:
-        received.path.unlink(missing_ok=True)
-        if final_path is not None:
-            final_path.unlink(missing_ok=True)
-        raise
+        await upload.keep(zip_rel)
     return TemplateUploaded(status="uploaded", template_id=template_id)
 
 
@@ -127,7 +94,12 @@ async def active_templates(user: UserDep, session: SessionDep) -> list[TemplateJ
     return [TemplateJobDto.of(job, t) for job, t in rows]
 
 
-@router.get("/history", response_model=list[TemplateJobDto], summary="Processing history")
+@router.get(
+    "/history",
+    response_model=list[TemplateJobDto],
+    summary="Processing history",
+    responses=error_responses(400),
+)
 async def template_history(
     user: UserDep,
     session: SessionDep,
@@ -137,7 +109,7 @@ async def template_history(
 ) -> list[TemplateJobDto]:
     """Completed and failed template jobs, newest first."""
     rows = await library.list_template_jobs(
-        session, user.id, _history_statuses(status), skip=skip, take=take
+        session, user.id, history_statuses(status), skip=skip, take=take
     )
     return [TemplateJobDto.of(job, t) for job, t in rows]
 
@@ -160,7 +132,7 @@ async def _owned(session: Any, user_id: uuid.UUID, template_id: uuid.UUID) -> Te
     "/{template_id}/status",
     response_model=TemplateJobDto,
     summary="Processing status",
-    responses=error_responses(404),
+    responses=error_responses(400, 404),
 )
 async def template_status(
     template_id: uuid.UUID, user: UserDep, session: SessionDep
@@ -176,7 +148,7 @@ async def template_status(
     "/{template_id}",
     response_model=TemplateDetail,
     summary="Template manifest",
-    responses=error_responses(404, 409),
+    responses=error_responses(400, 404, 409),
 )
 async def template_detail(
     template_id: uuid.UUID, user: UserDep, session: SessionDep
@@ -202,7 +174,10 @@ async def template_detail(
 @router.get(
     "/{template_id}/download",
     summary="Download the original ZIP",
-    responses={200: {"content": {"application/zip": {}}}, **error_responses(404, 416)},
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "The ZIP (206 for a range)"},
+        **error_responses(400, 404, 416),
+    },
 )
 async def download_template(
     template_id: uuid.UUID,
@@ -242,10 +217,7 @@ async def delete_template(
         )
     if await render_store.template_in_use(session, template.id):
         raise BadRequest("Template is used by active renders; cancel them first", "template_in_use")
-    paths = await library.delete_template(session, template)
-    await session.commit()
-    for path in paths:
-        storage.remove(path)
+    await commit_and_remove(session, storage, await library.delete_template(session, template))
     return MessageResponse(message="Template deleted successfully")
 
 

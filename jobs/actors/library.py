@@ -14,13 +14,15 @@ import os
 import shutil
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 import sqlalchemy as sa
 from dramatiq.middleware.time_limit import TimeLimitExceeded
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.actors import ASSET_ACTOR, AUDIO_ACTOR, TEMPLATE_ACTOR, current_storage, run_job
 from jobs.broker import LIBRARY_QUEUE
@@ -67,6 +69,94 @@ async def _cas(db: Database, stmt: sa.Update) -> bool:
         return bool(getattr(result, "rowcount", 0) == 1)
 
 
+Item = Template | Audio | Asset
+
+
+@dataclass(frozen=True)
+class _Tracked:
+    """Where a kind of upload keeps its job state, its storage figures and its file."""
+
+    job: type[TemplateJob | AudioJob | Asset]  # the row the actor claims and finishes
+    item: type[Item]  # the row holding reserved/size bytes (the same row for assets)
+    path_attr: str  # the item's stored file to drop when it fails
+
+    async def get_item(self, s: AsyncSession, item_id: uuid.UUID) -> Item | None:
+        return cast("Item | None", await s.get(self.item, item_id))
+
+
+TEMPLATES = _Tracked(TemplateJob, Template, "zip_path")
+AUDIO = _Tracked(AudioJob, Audio, "path")
+ASSETS = _Tracked(Asset, Asset, "path")
+
+
+def _claim(tracked: _Tracked, job_id: uuid.UUID, **values: Any) -> sa.Update:
+    """pending → processing, so a duplicated or replayed message claims nothing."""
+    job = tracked.job
+    return (
+        sa.update(job)
+        .where(job.id == job_id, job.status == JobStatus.Pending)
+        .values(status=JobStatus.Processing, **values)
+    )
+
+
+async def _finish(s: AsyncSession, tracked: _Tracked, job_id: uuid.UUID, **values: Any) -> bool:
+    """processing → ``values`` (a final status) with ``completed_at``; False when the job was
+    not processing any more (finished or recovered elsewhere)."""
+    job = tracked.job
+    result = await s.execute(
+        sa.update(job)
+        .where(job.id == job_id, job.status == JobStatus.Processing)
+        .values(completed_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def _complete_media(
+    db: Database, tracked: _Tracked, job_id: uuid.UUID, item_id: uuid.UUID, **found: Any
+) -> None:
+    """Complete a media job, move the item's reservation to used storage and record what
+    probing ``found`` on the item; a job finished elsewhere changes nothing."""
+    async with db.session() as s:
+        done = await _finish(s, tracked, job_id, status=JobStatus.Completed)
+        row = await tracked.get_item(s, item_id)
+        if not done or row is None:
+            return
+        await settle_storage(s, row.user_id, row.reserved_bytes, row.size_bytes)
+        row.status = JobStatus.Completed
+        row.reserved_bytes = 0
+        for name, value in found.items():
+            setattr(row, name, value)
+
+
+async def _fail(
+    db: Database,
+    storage: Storage,
+    tracked: _Tracked,
+    job_id: uuid.UUID,
+    item_id: uuid.UUID,
+    *,
+    failure: JobFailure,
+) -> None:
+    """Fail the job, give the item's reservation back and drop its stored file."""
+    path_rel: str | None = None
+    async with db.session() as s:
+        failed = await _finish(
+            s, tracked, job_id, status=JobStatus.Failed, reason=failure.reason, code=failure.code
+        )
+        if not failed:
+            return
+        row = await tracked.get_item(s, item_id)
+        if row is not None:
+            await release_storage(s, row.user_id, row.reserved_bytes)
+            row.status = JobStatus.Failed
+            row.reserved_bytes = 0
+            row.size_bytes = 0
+            path_rel = getattr(row, tracked.path_attr)
+    # A refused upload keeps no files: the job's reason is what the user needs.
+    storage.remove(path_rel)
+
+
 def _tree_size(path: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(path):
@@ -77,17 +167,23 @@ def _tree_size(path: Path) -> int:
     return total
 
 
+def _library_actor(name: str, time_limit_ms: int) -> Callable[[Callable[[str], None]], Any]:
+    """A ``library`` queue actor: retried three times with backoff (a worker lost mid-job),
+    stopped after ``time_limit_ms``."""
+    return dramatiq.actor(
+        actor_name=name,
+        queue_name=LIBRARY_QUEUE,
+        max_retries=3,
+        min_backoff=1_000,
+        max_backoff=30_000,
+        time_limit=time_limit_ms,
+    )
+
+
 # --- templates --------------------------------------------------------------------------------
 
 
-@dramatiq.actor(
-    actor_name=TEMPLATE_ACTOR,
-    queue_name=LIBRARY_QUEUE,
-    max_retries=3,
-    min_backoff=1_000,
-    max_backoff=30_000,
-    time_limit=TEMPLATE_TIME_LIMIT_MS,
-)
+@_library_actor(TEMPLATE_ACTOR, TEMPLATE_TIME_LIMIT_MS)
 def process_template(job_id: str) -> None:
     """Validate, extract and analyse the template of template job ``job_id``."""
     run_job(lambda db: process_template_job(db, current_storage(), uuid.UUID(job_id)))
@@ -110,13 +206,7 @@ async def process_template_job(db: Database, storage: Storage, job_id: uuid.UUID
         storage: the storage root.
         job_id: the ``TemplateJob`` id.
     """
-    claimed = await _cas(
-        db,
-        sa.update(TemplateJob)
-        .where(TemplateJob.id == job_id, TemplateJob.status == JobStatus.Pending)
-        .values(status=JobStatus.Processing, stage="validating", started_at=utcnow()),
-    )
-    if not claimed:
+    if not await _cas(db, _claim(TEMPLATES, job_id, stage="validating", started_at=utcnow())):
         return
     async with db.session() as s:
         job = await s.get(TemplateJob, job_id)
@@ -170,13 +260,7 @@ async def process_template_job(db: Database, storage: Storage, job_id: uuid.UUID
         os.replace(workdir, final_abs)
 
         async with db.session() as s:
-            done = await s.execute(
-                sa.update(TemplateJob)
-                .where(TemplateJob.id == job_id, TemplateJob.status == JobStatus.Processing)
-                .values(status=JobStatus.Completed, stage="done", completed_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            if getattr(done, "rowcount", 0) != 1:
+            if not await _finish(s, TEMPLATES, job_id, status=JobStatus.Completed, stage="done"):
                 raise JobFailure("superseded", "job was finished elsewhere")
             row = await s.get(Template, template_id)
             if row is None:
@@ -196,53 +280,17 @@ async def process_template_job(db: Database, storage: Storage, job_id: uuid.UUID
         if final_rel:
             storage.remove(final_rel)
         if failure.code != "superseded":
-            await _fail_template(db, storage, job_id, template_id, failure)
+            await _fail(db, storage, TEMPLATES, job_id, template_id, failure=failure)
         if not isinstance(exc, (Exception, TimeLimitExceeded)):
             raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _fail_template(
-    db: Database, storage: Storage, job_id: uuid.UUID, template_id: uuid.UUID, failure: JobFailure
-) -> None:
-    zip_rel: str | None = None
-    async with db.session() as s:
-        result = await s.execute(
-            sa.update(TemplateJob)
-            .where(TemplateJob.id == job_id, TemplateJob.status == JobStatus.Processing)
-            .values(
-                status=JobStatus.Failed,
-                reason=failure.reason,
-                code=failure.code,
-                completed_at=utcnow(),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(result, "rowcount", 0) != 1:
-            return
-        row = await s.get(Template, template_id)
-        if row is not None:
-            await release_storage(s, row.user_id, row.reserved_bytes)
-            row.status = JobStatus.Failed
-            row.reserved_bytes = 0
-            row.size_bytes = 0
-            zip_rel = row.zip_path
-    # A refused template keeps no files: the job's reason is what the user needs.
-    storage.remove(zip_rel)
-
-
 # --- audio --------------------------------------------------------------------------------------
 
 
-@dramatiq.actor(
-    actor_name=AUDIO_ACTOR,
-    queue_name=LIBRARY_QUEUE,
-    max_retries=3,
-    min_backoff=1_000,
-    max_backoff=30_000,
-    time_limit=MEDIA_TIME_LIMIT_MS,
-)
+@_library_actor(AUDIO_ACTOR, MEDIA_TIME_LIMIT_MS)
 def process_audio(job_id: str) -> None:
     """Validate the audio file of audio job ``job_id`` and record its duration."""
     run_job(lambda db: process_audio_job(db, current_storage(), uuid.UUID(job_id)))
@@ -250,13 +298,7 @@ def process_audio(job_id: str) -> None:
 
 async def process_audio_job(db: Database, storage: Storage, job_id: uuid.UUID) -> None:
     """Probe an uploaded audio file (MP3, WAV or AAC) and complete or fail its job."""
-    claimed = await _cas(
-        db,
-        sa.update(AudioJob)
-        .where(AudioJob.id == job_id, AudioJob.status == JobStatus.Pending)
-        .values(status=JobStatus.Processing),
-    )
-    if not claimed:
+    if not await _cas(db, _claim(AUDIO, job_id)):
         return
     async with db.session() as s:
         job = await s.get(AudioJob, job_id)
@@ -270,66 +312,18 @@ async def process_audio_job(db: Database, storage: Storage, job_id: uuid.UUID) -
 
         info: Any = validate_media_file(storage.abs(path_rel), "audio", name)
         duration = float(getattr(info, "duration_s", 0.0) or 0.0)
-        async with db.session() as s:
-            result = await s.execute(
-                sa.update(AudioJob)
-                .where(AudioJob.id == job_id, AudioJob.status == JobStatus.Processing)
-                .values(status=JobStatus.Completed, completed_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            row = await s.get(Audio, audio_id)
-            if getattr(result, "rowcount", 0) != 1 or row is None:
-                return
-            await settle_storage(s, row.user_id, row.reserved_bytes, row.size_bytes)
-            row.status = JobStatus.Completed
-            row.duration_s = duration
-            row.reserved_bytes = 0
+        await _complete_media(db, AUDIO, job_id, audio_id, duration_s=duration)
     except BaseException as exc:
         failure = _failure_from(exc, "checking the audio file")
-        await _fail_audio(db, storage, job_id, audio_id, failure)
+        await _fail(db, storage, AUDIO, job_id, audio_id, failure=failure)
         if not isinstance(exc, (Exception, TimeLimitExceeded)):
             raise
-
-
-async def _fail_audio(
-    db: Database, storage: Storage, job_id: uuid.UUID, audio_id: uuid.UUID, failure: JobFailure
-) -> None:
-    path_rel: str | None = None
-    async with db.session() as s:
-        result = await s.execute(
-            sa.update(AudioJob)
-            .where(AudioJob.id == job_id, AudioJob.status == JobStatus.Processing)
-            .values(
-                status=JobStatus.Failed,
-                reason=failure.reason,
-                code=failure.code,
-                completed_at=utcnow(),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(result, "rowcount", 0) != 1:
-            return
-        row = await s.get(Audio, audio_id)
-        if row is not None:
-            await release_storage(s, row.user_id, row.reserved_bytes)
-            row.status = JobStatus.Failed
-            row.reserved_bytes = 0
-            row.size_bytes = 0
-            path_rel = row.path
-    storage.remove(path_rel)
 
 
 # --- assets -------------------------------------------------------------------------------------
 
 
-@dramatiq.actor(
-    actor_name=ASSET_ACTOR,
-    queue_name=LIBRARY_QUEUE,
-    max_retries=3,
-    min_backoff=1_000,
-    max_backoff=30_000,
-    time_limit=MEDIA_TIME_LIMIT_MS,
-)
+@_library_actor(ASSET_ACTOR, MEDIA_TIME_LIMIT_MS)
 def process_asset(asset_id: str) -> None:
     """Probe asset ``asset_id`` as an image or a video and record its kind."""
     run_job(lambda db: process_asset_job(db, current_storage(), uuid.UUID(asset_id)))
@@ -337,13 +331,7 @@ def process_asset(asset_id: str) -> None:
 
 async def process_asset_job(db: Database, storage: Storage, asset_id: uuid.UUID) -> None:
     """Decide an asset's kind by probing (image first unless it looks like a video)."""
-    claimed = await _cas(
-        db,
-        sa.update(Asset)
-        .where(Asset.id == asset_id, Asset.status == JobStatus.Pending)
-        .values(status=JobStatus.Processing),
-    )
-    if not claimed:
+    if not await _cas(db, _claim(ASSETS, asset_id)):
         return
     async with db.session() as s:
         asset = await s.get(Asset, asset_id)
@@ -371,47 +359,9 @@ async def process_asset_job(db: Database, storage: Storage, asset_id: uuid.UUID)
         if kind is None:
             assert first_error is not None
             raise first_error
-        async with db.session() as s:
-            result = await s.execute(
-                sa.update(Asset)
-                .where(Asset.id == asset_id, Asset.status == JobStatus.Processing)
-                .values(status=JobStatus.Completed, kind=kind, completed_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            row = await s.get(Asset, asset_id)
-            if getattr(result, "rowcount", 0) != 1 or row is None:
-                return
-            await settle_storage(s, row.user_id, row.reserved_bytes, row.size_bytes)
-            row.reserved_bytes = 0
+        await _complete_media(db, ASSETS, asset_id, asset_id, kind=kind)
     except BaseException as exc:
         failure = _failure_from(exc, "checking the media file")
-        await _fail_asset(db, storage, asset_id, failure)
+        await _fail(db, storage, ASSETS, asset_id, asset_id, failure=failure)
         if not isinstance(exc, (Exception, TimeLimitExceeded)):
             raise
-
-
-async def _fail_asset(
-    db: Database, storage: Storage, asset_id: uuid.UUID, failure: JobFailure
-) -> None:
-    path_rel: str | None = None
-    async with db.session() as s:
-        result = await s.execute(
-            sa.update(Asset)
-            .where(Asset.id == asset_id, Asset.status == JobStatus.Processing)
-            .values(
-                status=JobStatus.Failed,
-                reason=failure.reason,
-                code=failure.code,
-                completed_at=utcnow(),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(result, "rowcount", 0) != 1:
-            return
-        row = await s.get(Asset, asset_id)
-        if row is not None:
-            await release_storage(s, row.user_id, row.reserved_bytes)
-            row.reserved_bytes = 0
-            row.size_bytes = 0
-            path_rel = row.path
-    storage.remove(path_rel)

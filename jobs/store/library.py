@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from jobs.models import (
     Asset,
@@ -25,6 +26,65 @@ from jobs.models import (
 from jobs.quota import free_storage, release_storage
 
 DEFAULT_GROUP_NAME = "Default"
+
+JobT = TypeVar("JobT", TemplateJob, AudioJob)
+ItemT = TypeVar("ItemT", Template, Audio)
+
+
+async def _latest_job(
+    session: AsyncSession,
+    base: sa.Select[JobT, ItemT],
+    job: type[JobT],
+    item_key: InstrumentedAttribute[uuid.UUID],
+    some_id: uuid.UUID,
+) -> tuple[JobT, ItemT] | None:
+    """The newest job whose item (``item_key``) is ``some_id``, else the job ``some_id``."""
+    row = (
+        await session.execute(
+            base.where(item_key == some_id).order_by(job.created_at.desc()).limit(1)
+        )
+    ).first()
+    if row is None:
+        row = (await session.execute(base.where(job.id == some_id))).first()
+    return (row[0], row[1]) if row else None
+
+
+async def _jobs_page(
+    session: AsyncSession,
+    base: sa.Select[JobT, ItemT],
+    job: type[JobT],
+    statuses: Sequence[JobStatus],
+    *,
+    skip: int,
+    take: int | None,
+) -> Sequence[tuple[JobT, ItemT]]:
+    """Jobs of ``base`` in ``statuses``, newest first, ``skip``/``take`` paginated."""
+    stmt = (
+        base.where(job.status.in_(list(statuses)))
+        .order_by(job.created_at.desc(), job.id)
+        .offset(skip)
+    )
+    if take is not None:
+        stmt = stmt.limit(take)
+    return [(r[0], r[1]) for r in (await session.execute(stmt)).all()]
+
+
+async def _insert_with_job(
+    session: AsyncSession, item: Template | Audio, job: TemplateJob | AudioJob
+) -> None:
+    # Flushed one after the other: the job's foreign key needs the item's row first.
+    session.add(item)
+    await session.flush()
+    session.add(job)
+    await session.flush()
+
+
+async def _give_back_storage(session: AsyncSession, row: Template | Audio | Asset) -> None:
+    """Free a deleted item's used bytes (once completed) and release what it still reserves."""
+    if row.status == JobStatus.Completed and row.size_bytes:
+        await free_storage(session, row.user_id, row.size_bytes)
+    if row.reserved_bytes:
+        await release_storage(session, row.user_id, row.reserved_bytes)
 
 
 # --- templates --------------------------------------------------------------------------------
@@ -52,12 +112,17 @@ async def create_template(
         size_bytes=zip_bytes,
         reserved_bytes=zip_bytes,
     )
-    session.add(template)
-    await session.flush()
     job = TemplateJob(template_id=template_id, user_id=user_id, status=JobStatus.Pending)
-    session.add(job)
-    await session.flush()
+    await _insert_with_job(session, template, job)
     return template, job
+
+
+def _template_jobs(user_id: uuid.UUID) -> sa.Select[TemplateJob, Template]:
+    return (
+        sa.select(TemplateJob, Template)
+        .join(Template, Template.id == TemplateJob.template_id)
+        .where(TemplateJob.user_id == user_id)
+    )
 
 
 async def get_template(
@@ -76,21 +141,8 @@ async def template_job_for(
     session: AsyncSession, user_id: uuid.UUID, some_id: uuid.UUID
 ) -> tuple[TemplateJob, Template] | None:
     """The latest job of template ``some_id``, or the job whose id is ``some_id``."""
-    base = (
-        sa.select(TemplateJob, Template)
-        .join(Template, Template.id == TemplateJob.template_id)
-        .where(TemplateJob.user_id == user_id, Template.status != JobStatus.Deleted)
-    )
-    row = (
-        await session.execute(
-            base.where(TemplateJob.template_id == some_id)
-            .order_by(TemplateJob.created_at.desc())
-            .limit(1)
-        )
-    ).first()
-    if row is None:
-        row = (await session.execute(base.where(TemplateJob.id == some_id))).first()
-    return (row[0], row[1]) if row else None
+    base = _template_jobs(user_id).where(Template.status != JobStatus.Deleted)
+    return await _latest_job(session, base, TemplateJob, TemplateJob.template_id, some_id)
 
 
 async def list_completed_templates(session: AsyncSession, user_id: uuid.UUID) -> Sequence[Template]:
@@ -112,16 +164,9 @@ async def list_template_jobs(
     take: int | None = None,
 ) -> Sequence[tuple[TemplateJob, Template]]:
     """Template jobs in ``statuses`` with their templates, newest first."""
-    stmt = (
-        sa.select(TemplateJob, Template)
-        .join(Template, Template.id == TemplateJob.template_id)
-        .where(TemplateJob.user_id == user_id, TemplateJob.status.in_(list(statuses)))
-        .order_by(TemplateJob.created_at.desc(), TemplateJob.id)
-        .offset(skip)
+    return await _jobs_page(
+        session, _template_jobs(user_id), TemplateJob, statuses, skip=skip, take=take
     )
-    if take is not None:
-        stmt = stmt.limit(take)
-    return [(r[0], r[1]) for r in (await session.execute(stmt)).all()]
 
 
 async def delete_template(session: AsyncSession, template: Template) -> list[str]:
@@ -130,10 +175,7 @@ async def delete_template(session: AsyncSession, template: Template) -> list[str
     Returns:
         The stored paths to remove once the transaction has committed.
     """
-    if template.size_bytes and template.status == JobStatus.Completed:
-        await free_storage(session, template.user_id, template.size_bytes)
-    if template.reserved_bytes:
-        await release_storage(session, template.user_id, template.reserved_bytes)
+    await _give_back_storage(session, template)
     paths = [p for p in (template.zip_path, template.extracted_dir) if p]
     await session.execute(sa.delete(TemplateJob).where(TemplateJob.template_id == template.id))
     await session.execute(sa.delete(Template).where(Template.id == template.id))
@@ -216,12 +258,17 @@ async def create_audio(
         reserved_bytes=size,
         status=JobStatus.Pending,
     )
-    session.add(audio)
-    await session.flush()
     job = AudioJob(audio_id=audio_id, user_id=user_id, status=JobStatus.Pending)
-    session.add(job)
-    await session.flush()
+    await _insert_with_job(session, audio, job)
     return audio, job
+
+
+def _audio_jobs(user_id: uuid.UUID) -> sa.Select[AudioJob, Audio]:
+    return (
+        sa.select(AudioJob, Audio)
+        .join(Audio, Audio.id == AudioJob.audio_id)
+        .where(AudioJob.user_id == user_id)
+    )
 
 
 async def get_audio(session: AsyncSession, user_id: uuid.UUID, audio_id: uuid.UUID) -> Audio | None:
@@ -234,19 +281,7 @@ async def audio_job_for(
     session: AsyncSession, user_id: uuid.UUID, some_id: uuid.UUID
 ) -> tuple[AudioJob, Audio] | None:
     """The latest job of audio ``some_id``, or the job whose id is ``some_id``."""
-    base = (
-        sa.select(AudioJob, Audio)
-        .join(Audio, Audio.id == AudioJob.audio_id)
-        .where(AudioJob.user_id == user_id)
-    )
-    row = (
-        await session.execute(
-            base.where(AudioJob.audio_id == some_id).order_by(AudioJob.created_at.desc()).limit(1)
-        )
-    ).first()
-    if row is None:
-        row = (await session.execute(base.where(AudioJob.id == some_id))).first()
-    return (row[0], row[1]) if row else None
+    return await _latest_job(session, _audio_jobs(user_id), AudioJob, AudioJob.audio_id, some_id)
 
 
 async def list_audio_jobs(
@@ -258,16 +293,7 @@ async def list_audio_jobs(
     take: int | None = None,
 ) -> Sequence[tuple[AudioJob, Audio]]:
     """Audio jobs in ``statuses`` with their audio, newest first."""
-    stmt = (
-        sa.select(AudioJob, Audio)
-        .join(Audio, Audio.id == AudioJob.audio_id)
-        .where(AudioJob.user_id == user_id, AudioJob.status.in_(list(statuses)))
-        .order_by(AudioJob.created_at.desc(), AudioJob.id)
-        .offset(skip)
-    )
-    if take is not None:
-        stmt = stmt.limit(take)
-    return [(r[0], r[1]) for r in (await session.execute(stmt)).all()]
+    return await _jobs_page(session, _audio_jobs(user_id), AudioJob, statuses, skip=skip, take=take)
 
 
 async def list_completed_audio(
@@ -307,10 +333,7 @@ async def delete_audio(session: AsyncSession, audio: Audio) -> list[str]:
     Returns:
         The stored paths to remove once the transaction has committed.
     """
-    if audio.status == JobStatus.Completed and audio.size_bytes:
-        await free_storage(session, audio.user_id, audio.size_bytes)
-    if audio.reserved_bytes:
-        await release_storage(session, audio.user_id, audio.reserved_bytes)
+    await _give_back_storage(session, audio)
     await session.execute(sa.delete(AudioJob).where(AudioJob.audio_id == audio.id))
     await session.execute(sa.delete(Audio).where(Audio.id == audio.id))
     return [audio.path]
@@ -362,10 +385,7 @@ async def get_asset(session: AsyncSession, user_id: uuid.UUID, asset_id: uuid.UU
 
 async def delete_asset(session: AsyncSession, asset: Asset) -> list[str]:
     """Delete the asset row and give its storage back; returns paths to remove after commit."""
-    if asset.status == JobStatus.Completed and asset.size_bytes:
-        await free_storage(session, asset.user_id, asset.size_bytes)
-    if asset.reserved_bytes:
-        await release_storage(session, asset.user_id, asset.reserved_bytes)
+    await _give_back_storage(session, asset)
     await session.execute(sa.delete(Asset).where(Asset.id == asset.id))
     return [asset.path]
 

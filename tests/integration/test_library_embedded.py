@@ -499,3 +499,41 @@ async def test_startup_recovery_runs_jobs_that_were_never_sent(
             await Embedded(c, settings, service).drain()
             r = await c.get(f"/template/{template_id}/status", headers=h(key))
             assert r.json()["status"] == "completed"
+
+
+async def test_openapi_documents_examples_and_error_responses(embedded: Embedded) -> None:
+    spec = (await embedded.client.get("/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+
+    def response_schema(path: str, method: str) -> dict[str, Any]:
+        content = spec["paths"][path][method]["responses"]["200"]["content"]
+        ref = content["application/json"]["schema"]["$ref"]
+        return dict(schemas[ref.rsplit("/", 1)[-1]])
+
+    upload = response_schema("/template/upload", "post")
+    assert upload["examples"] == [
+        {"status": "uploaded", "templateId": "123e4567-e89b-12d3-a456-426614174000"}
+    ]
+    storage = response_schema("/template/storage-status", "get")
+    assert storage["examples"][0]["quotaMB"] == 5000
+    assert set(storage["examples"][0]) == set(storage["properties"])
+    assert response_schema("/audio/{audio_id}/status", "get")["examples"][1]["status"] == "failed"
+
+    mine = ("/template", "/audio", "/audio-asset-group", "/asset", "/admin")
+    checked = 0
+    for path, operations in spec["paths"].items():
+        if not path.startswith(mine):
+            continue
+        for method, op in operations.items():
+            codes = set(op["responses"])
+            assert "401" in codes and "default" in codes, (method, path, codes)
+            assert "422" not in codes, (method, path)  # validation answers 400 here
+            if "{" in path or op.get("parameters") or "requestBody" in op:
+                assert "400" in codes or path == "/admin/keys/{prefix}", (method, path, codes)
+            for code in codes - {"200"}:
+                ref = op["responses"][code]["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/ErrorResponse"), (method, path, code)
+            assert op.get("summary"), (method, path)
+            checked += 1
+    assert checked >= 30
+    assert set(spec["paths"]["/health"]["get"]["responses"]) == {"200", "503"}
