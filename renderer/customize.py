@@ -3,6 +3,12 @@
 Validation needs only the template model, so the API can refuse a bad entry at submission
 (400 naming the entry) instead of failing a render later. Application returns new frozen
 objects; the loaded template it starts from is never changed.
+
+``lottieText`` keys name text layers inside a lottie layer's JSON file, which the template
+model does not see. ``validate_customizations`` checks them when the caller passes the text
+layer names (``lottie_text_layers(loaded)`` at ingest; the manifest carries them as each
+lottie layer's ``defaults.lottieText``); ``apply_customizations`` always checks them against
+the file itself.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from renderer.model import (
     ImageLayer,
     Layer,
     LoadedTemplate,
+    LottieLayer,
     Template,
     VideoLayer,
 )
-from renderer.probe import probe_image, probe_video
+from renderer.probe import probe_image, probe_video, read_lottie
 
 # Attribute names (snake_case) each layer type takes; messages use the camelCase wire names.
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -96,18 +103,25 @@ def _set_fields(entry: CustomizationEntry) -> list[str]:
 
 
 def validate_customizations(
-    template: Template, entries: Sequence[CustomizationEntry | Mapping[str, Any]]
+    template: Template,
+    entries: Sequence[CustomizationEntry | Mapping[str, Any]],
+    *,
+    lottie_text_layers: Mapping[str, Sequence[str]] | None = None,
 ) -> list[CustomizationEntry]:
     """Check each entry against ``template`` and return them as ``CustomizationEntry``.
 
     Args:
         template: the validated template.
         entries: the ``customizationMap`` array (models or raw JSON objects).
+        lottie_text_layers: lottie layer id -> names of the text layers in its file (see
+            ``lottie_text_layers``); when given, ``lottieText`` keys are checked against it.
+            Without it they are checked only when the customisations are applied.
 
     Raises:
         InvalidCustomization: naming the entry by index and layerId: malformed entry, unknown
-            layerId (valid ids listed), an entry that sets nothing, or a property the layer
-            type does not take.
+            layerId (valid ids listed), an entry that sets nothing, a property the layer
+            type does not take, or a ``lottieText`` key that is not a text layer of the
+            animation (its text layers listed).
     """
     if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence):
         raise InvalidCustomization("customizationMap must be an array of objects")
@@ -135,8 +149,43 @@ def validate_customizations(
                     f"{label}: property '{wire_name(field)}' does not apply to "
                     f"{_article(layer.type)} {layer.type} layer (it takes: {takes})"
                 )
+        if entry.lottie_text is not None:
+            known = None if lottie_text_layers is None else lottie_text_layers.get(layer.id)
+            _check_lottie_text(label, entry.lottie_text, known, getattr(layer, "src", ""))
         result.append(entry)
     return result
+
+
+def _check_lottie_text(
+    label: str, texts: Mapping[str, str], known: Sequence[str] | None, src: str
+) -> None:
+    if not texts:
+        raise InvalidCustomization(
+            f"{label}: lottieText is empty; map a text layer name to its new text"
+        )
+    if known is None:
+        return
+    for name in texts:
+        if name not in known:
+            shown = ", ".join(f"'{n}'" for n in known[:_MAX_IDS_LISTED]) or "none"
+            raise InvalidCustomization(
+                f"{label}: lottieText: '{name}' is not a text layer of {src} (text layers: {shown})"
+            )
+
+
+def lottie_text_layers(loaded: LoadedTemplate) -> dict[str, list[str]]:
+    """Lottie layer id -> the names of the text layers in its animation, for
+    ``validate_customizations(..., lottie_text_layers=...)``.
+
+    Raises:
+        UnsupportedMedia: a lottie file is no longer readable (the loader checked it).
+    """
+    found: dict[str, list[str]] = {}
+    for layer in loaded.template.layers:
+        if isinstance(layer, LottieLayer):
+            _, info = read_lottie(loaded.path(layer.src), layer.src, loaded.root)
+            found[layer.id] = list(info.text_layers)
+    return found
 
 
 def _article(word: str) -> str:
@@ -167,16 +216,20 @@ def apply_customizations(
     """Return a new ``LoadedTemplate`` with ``entries`` applied in order (later entries win).
 
     Replacement media come from each entry's ``src`` (absolute, or relative to the template
-    root), are probed as the layer's kind and keep the layer's box, fit and animation. The
-    input objects are left untouched.
+    root), are probed as the layer's kind and keep the layer's box, fit and animation.
+    ``lottieText`` replacements are collected in ``LoadedTemplate.lottie_text`` (the lottie
+    source rewrites its JSON with them). The input objects are left untouched.
 
     Raises:
         InvalidCustomization: an entry is invalid for the template (see
             ``validate_customizations``), an ``assetId`` came without a resolved ``src``, the
-            replacement file is missing, or it is not usable as the layer's media kind.
+            replacement file is missing, it is not usable as the layer's media kind, or a
+            ``lottieText`` key is not a text layer of the layer's animation.
     """
     checked = validate_customizations(loaded.template, entries)
     updates: dict[str, dict[str, Any]] = {}
+    lottie_text = {layer_id: dict(texts) for layer_id, texts in loaded.lottie_text.items()}
+    text_layers: dict[str, list[str]] = {}
     for index, entry in enumerate(checked):
         label = _entry_label(index, entry.layer_id)
         layer = loaded.template.layer(entry.layer_id)
@@ -207,12 +260,20 @@ def apply_customizations(
                 ) from err
             # Absolute, so LoadedTemplate.path() (root / src) yields it unchanged.
             changes["src"] = str(target.resolve())
-        # lottieText is accepted for forward compatibility; lottie layers do not render yet.
+        if entry.lottie_text is not None and isinstance(layer, LottieLayer):
+            if layer.id not in text_layers:
+                try:
+                    _, info = read_lottie(loaded.path(layer.src), layer.src, loaded.root)
+                except UnsupportedMedia as err:
+                    raise InvalidCustomization(f"{label}: lottieText: {err}") from err
+                text_layers[layer.id] = list(info.text_layers)
+            _check_lottie_text(label, entry.lottie_text, text_layers[layer.id], layer.src)
+            lottie_text.setdefault(layer.id, {}).update(entry.lottie_text)
     if not updates:
-        return dataclasses.replace(loaded)
+        return dataclasses.replace(loaded, lottie_text=lottie_text)
     layers = [
         layer.model_copy(update=updates[layer.id]) if layer.id in updates else layer
         for layer in loaded.template.layers
     ]
     template = loaded.template.model_copy(update={"layers": layers})
-    return dataclasses.replace(loaded, template=template)
+    return dataclasses.replace(loaded, template=template, lottie_text=lottie_text)

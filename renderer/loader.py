@@ -32,7 +32,7 @@ from renderer.model import (
     TextLayer,
     VideoLayer,
 )
-from renderer.probe import check_font, probe_audio, probe_image, probe_video
+from renderer.probe import check_font, probe_audio, probe_image, probe_lottie, probe_video
 
 MAX_DATA_JSON_BYTES = 16 * 1024 * 1024
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
@@ -58,8 +58,9 @@ def load_template(path: Path, workdir: Path | None = None) -> LoadedTemplate:
     Raises:
         InvalidTemplate: the archive is unsafe or malformed, ``data.json`` is missing, is not
             JSON or does not match the schema, a referenced file is missing or outside the
-            template, or a lottie layer is used (not renderable in this version).
-        UnsupportedMedia: a referenced file is not an accepted image, video, audio or font.
+            template, or a lottie layer is used where the Lottie engine is not installed.
+        UnsupportedMedia: a referenced file is not an accepted image, video, audio, font or
+            Lottie animation (or one of its images).
         On failure, whatever was extracted from a ZIP is removed again.
     """
     path = Path(path)
@@ -284,8 +285,9 @@ def check_references(template: Template, root: Path) -> None:
 
     Raises:
         InvalidTemplate: a path is unsafe or missing, a text layer names an undefined font,
-            or a lottie layer is present.
-        UnsupportedMedia: a file is not an accepted image, video, audio or font.
+            or a lottie layer is present and the Lottie engine is not installed.
+        UnsupportedMedia: a file is not an accepted image, video, audio, font or Lottie
+            animation (a Lottie's images must exist inside the template and decode).
     """
     probed: set[tuple[Path, str]] = set()
 
@@ -301,10 +303,16 @@ def check_references(template: Template, root: Path) -> None:
     for index, layer in enumerate(template.layers):
         owner = f"layer '{layer.id}'"
         if isinstance(layer, LottieLayer):
-            raise InvalidTemplate(
-                f"layer '{layer.id}': lottie layers are not supported by this renderer version yet"
-            )
-        if isinstance(layer, ImageLayer):
+            # Imported here: the engine module pulls in numpy, which loading need not.
+            from renderer.layers.lottie import engine_unavailable_reason
+
+            reason = engine_unavailable_reason()
+            if reason is not None:
+                raise InvalidTemplate(
+                    f"layer '{layer.id}': lottie layers cannot be rendered here: {reason}"
+                )
+            probe(layer.src, owner, "lottie", lambda target, name: probe_lottie(target, name, root))
+        elif isinstance(layer, ImageLayer):
             probe(layer.src, owner, "image", probe_image)
         elif isinstance(layer, VideoLayer):
             probe(layer.src, owner, "video", probe_video)

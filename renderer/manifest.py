@@ -6,14 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 from renderer.customize import asset_kind_for_layer, customizable_properties
-from renderer.model import LoadedTemplate, SolidLayer, TextLayer
+from renderer.model import LoadedTemplate, LottieLayer, SolidLayer, TextLayer
+from renderer.probe import lottie_texts, read_lottie
 
 
 def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
     """Describe ``loaded``: size, fps ``[num, den]``, frame count, duration, background, its
     layers (id, type, in/out frames, box in composition pixels, the customisable properties,
-    the asset kind that may replace its media, current values of customisable properties)
-    and audio tracks (id or null, src, replaceable) and font names.
+    the asset kind that may replace its media, current values of customisable properties;
+    for a lottie layer ``defaults.lottieText`` maps each text layer name in its animation to
+    its text) and audio tracks (id or null, src, replaceable) and font names.
+
+    Raises:
+        UnsupportedMedia: a lottie file is no longer readable (the loader checked it).
 
     Returns:
         A dict that ``json.dumps`` accepts as is.
@@ -28,6 +33,10 @@ def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
             defaults.update(text=layer.text, color=layer.color)
         elif isinstance(layer, SolidLayer):
             defaults["color"] = layer.color
+        elif isinstance(layer, LottieLayer):
+            # The keys a lottieText customisation may set, with the texts they replace.
+            doc, _ = read_lottie(loaded.path(layer.src), layer.src, loaded.root)
+            defaults["lottieText"] = lottie_texts(doc)
         layers.append(
             {
                 "id": layer.id,

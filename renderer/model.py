@@ -8,7 +8,8 @@ camelCase names of SPEC §4; attributes are snake_case.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -308,10 +309,16 @@ class Template(_Model):
 
 @dataclass(frozen=True)
 class LoadedTemplate:
-    """A validated template and the folder its relative paths resolve against."""
+    """A validated template and the folder its relative paths resolve against.
+
+    ``lottie_text`` maps a lottie layer's id to its text replacements (Lottie text layer name
+    -> text), set by ``apply_customizations``: they live in the layer's JSON file, not in the
+    template model, so they travel beside it.
+    """
 
     root: Path
     template: Template
+    lottie_text: Mapping[str, Mapping[str, str]] = field(default_factory=dict, hash=False)
 
     def path(self, relative: str) -> Path:
         """Resolve a path from ``data.json`` (already checked to stay inside ``root``)."""

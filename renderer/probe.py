@@ -332,3 +332,200 @@ def validate_media_file(
     if kind == "audio":
         return probe_audio(path, name)
     raise ValueError(f"unknown media kind {kind!r}")
+
+
+# --- Lottie ------------------------------------------------------------------------------------
+
+MAX_LOTTIE_BYTES = 32 * 1024 * 1024
+MAX_LOTTIE_FRAMES = 1_000_000
+_LOTTIE_TEXT = 5  # Bodymovin layer type of a text layer
+_LOTTIE_PRECOMP = 0
+
+
+@dataclass(frozen=True)
+class LottieInfo:
+    """What the renderer needs to know about a Lottie file before rendering it.
+
+    ``in_frame``/``out_frame`` are Bodymovin's ``ip``/``op`` (the animation plays frames
+    ``[in_frame, out_frame)`` at ``fps``); ``text_layers`` are the names (``nm``) of its text
+    layers, the keys a ``lottieText`` customisation may set; ``images`` the external image
+    files it draws, resolved."""
+
+    width: float
+    height: float
+    fps: float
+    in_frame: float
+    out_frame: float
+    text_layers: tuple[str, ...]
+    images: tuple[Path, ...]
+
+    @property
+    def frame_count(self) -> float:
+        return self.out_frame - self.in_frame
+
+
+def _number(doc: dict[str, object], key: str, label: str) -> float:
+    value = doc.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UnsupportedMedia(f"{label}: not a Lottie animation: '{key}' must be a number")
+    return float(value)
+
+
+def lottie_layer_lists(doc: dict[str, object]) -> list[list[object]]:
+    """The layer arrays of a parsed Lottie document: the top-level ``layers`` and those of
+    each precomposition asset (where text layers may sit too)."""
+    lists: list[list[object]] = []
+    layers = doc.get("layers")
+    if isinstance(layers, list):
+        lists.append(layers)
+    assets = doc.get("assets")
+    if isinstance(assets, list):
+        for asset in assets:
+            if isinstance(asset, dict) and isinstance(asset.get("layers"), list):
+                lists.append(asset["layers"])
+    return lists
+
+
+def lottie_texts(doc: dict[str, object]) -> dict[str, str]:
+    """Text layers (``ty`` 5) of a parsed Lottie document by name (``nm``), in order, with the
+    text of their first keyframe ("" when it has none; Bodymovin's "\r" line breaks become
+    "\n"). A name used twice is listed once, with its first text."""
+    texts: dict[str, str] = {}
+    for layers in lottie_layer_lists(doc):
+        for layer in layers:
+            if not isinstance(layer, dict) or layer.get("ty") != _LOTTIE_TEXT:
+                continue
+            name = layer.get("nm")
+            if not isinstance(name, str) or name in texts:
+                continue
+            text = ""
+            try:
+                value = layer["t"]["d"]["k"][0]["s"]["t"]
+                text = value.replace("\r", "\n") if isinstance(value, str) else ""
+            except (KeyError, IndexError, TypeError):
+                pass
+            texts[name] = text
+    return texts
+
+
+def lottie_text_layers(doc: dict[str, object]) -> tuple[str, ...]:
+    """Names of the text layers (``ty`` 5) of a parsed Lottie document, in order, once each."""
+    return tuple(lottie_texts(doc))
+
+
+def _lottie_images(doc: dict[str, object], path: Path, root: Path, label: str) -> tuple[Path, ...]:
+    """Resolve and probe the external image files the animation draws. They must stay inside
+    ``root``: the engine would otherwise read any image on the server into the video."""
+    found: list[Path] = []
+    assets = doc.get("assets")
+    for asset in assets if isinstance(assets, list) else []:
+        if not isinstance(asset, dict) or "layers" in asset or "p" not in asset:
+            continue
+        name = asset.get("p")
+        folder = asset.get("u", "")
+        if not isinstance(name, str) or not isinstance(folder, str):
+            raise UnsupportedMedia(f"{label}: image asset '{asset.get('id')}' has no usable path")
+        if asset.get("e") == 1 or name.startswith("data:"):
+            continue  # embedded; the engine decodes it from the JSON
+        if "\\" in folder + name or "\x00" in folder + name or name.startswith(("/", "http")):
+            raise UnsupportedMedia(
+                f"{label}: image asset '{asset.get('id')}' path {folder + name!r} must be "
+                "relative to the animation (like 'images/img_0.png')"
+            )
+        if folder.startswith(("/", "http")):
+            raise UnsupportedMedia(
+                f"{label}: image asset '{asset.get('id')}' folder {folder!r} must be relative"
+            )
+        target = (path.parent / folder / name).resolve()
+        shown = f"{folder}{name}"
+        if not target.is_relative_to(root.resolve()):
+            raise UnsupportedMedia(f"{label}: image {shown!r} leads outside the template folder")
+        if not target.is_file():
+            raise UnsupportedMedia(f"{label}: image {shown!r} is missing")
+        probe_image(target, shown)
+        found.append(target)
+    return tuple(found)
+
+
+def read_lottie(
+    path: Path, name: str | None = None, root: Path | None = None
+) -> tuple[dict[str, object], LottieInfo]:
+    """Read and check a Bodymovin/Lottie JSON file without rendering it.
+
+    Args:
+        path: the file.
+        name: how to call it in messages (e.g. ``lottie/burst.json``); default its file name.
+        root: the folder its external images must stay inside (default the file's folder).
+
+    Returns:
+        The parsed document and what it describes.
+
+    Raises:
+        UnsupportedMedia: not UTF-8 JSON (with line and column), not a Lottie animation (no
+            size, frame rate, frame range or layers), too large, or an image it names is
+            missing, outside ``root`` or not a readable image.
+    """
+    import json
+
+    label = _label(path, name)
+    try:
+        size = path.stat().st_size
+        if size > MAX_LOTTIE_BYTES:
+            raise UnsupportedMedia(
+                f"{label}: Lottie file is {size} bytes; the limit is "
+                f"{MAX_LOTTIE_BYTES // (1024 * 1024)} MB"
+            )
+        doc = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except FileNotFoundError as err:
+        raise UnsupportedMedia(f"{label}: file not found") from err
+    except UnicodeDecodeError as err:
+        raise UnsupportedMedia(f"{label}: not UTF-8 text (byte {err.start})") from err
+    except json.JSONDecodeError as err:
+        raise UnsupportedMedia(
+            f"{label}: not valid Lottie JSON: {err.msg} at line {err.lineno}, column {err.colno}"
+        ) from err
+    except RecursionError as err:
+        raise UnsupportedMedia(f"{label}: not valid Lottie JSON: nested too deeply") from err
+    if not isinstance(doc, dict):
+        raise UnsupportedMedia(f"{label}: not a Lottie animation: the JSON is not an object")
+    width, height = _number(doc, "w", label), _number(doc, "h", label)
+    fps = _number(doc, "fr", label)
+    in_frame, out_frame = _number(doc, "ip", label), _number(doc, "op", label)
+    if not (0 < width <= MAX_MEDIA_DIMENSION and 0 < height <= MAX_MEDIA_DIMENSION):
+        raise UnsupportedMedia(
+            f"{label}: Lottie size {width:g}x{height:g} is outside 1..{MAX_MEDIA_DIMENSION} pixels"
+        )
+    if not 0 < fps <= 1000:
+        raise UnsupportedMedia(f"{label}: Lottie frame rate {fps:g} is outside (0, 1000]")
+    if not 0 < out_frame - in_frame <= MAX_LOTTIE_FRAMES:
+        raise UnsupportedMedia(
+            f"{label}: Lottie frame range ip={in_frame:g}..op={out_frame:g} is empty or too long"
+        )
+    if not isinstance(doc.get("layers"), list):
+        raise UnsupportedMedia(f"{label}: not a Lottie animation: 'layers' must be an array")
+    images = _lottie_images(doc, path, root if root is not None else path.parent, label)
+    info = LottieInfo(
+        width=width,
+        height=height,
+        fps=fps,
+        in_frame=in_frame,
+        out_frame=out_frame,
+        text_layers=lottie_text_layers(doc),
+        images=images,
+    )
+    return doc, info
+
+
+def probe_lottie(path: Path, name: str | None = None, root: Path | None = None) -> LottieInfo:
+    """Check that ``path`` is a Lottie animation the renderer can draw: ``read_lottie``'s
+    checks, then the Lottie engine must load it.
+
+    Raises:
+        UnsupportedMedia: as ``read_lottie``, or the engine refuses the animation or is not
+            installed.
+    """
+    from renderer.layers.lottie import check_engine_loads
+
+    doc, info = read_lottie(path, name, root)
+    check_engine_loads(doc, _label(path, name))
+    return info

@@ -17,6 +17,7 @@ from renderer.layers.base import (
     registered_types,
 )
 from renderer.layers.image import open_image
+from renderer.layers.lottie import open_lottie
 from renderer.layers.solid import open_solid
 from renderer.layers.text import open_text
 from renderer.layers.video import open_video
@@ -25,6 +26,7 @@ register_source("solid", open_solid)
 register_source("image", open_image)
 register_source("video", open_video)
 register_source("text", open_text)
+register_source("lottie", open_lottie)
 
 __all__ = [
     "FrameMode",

@@ -288,3 +288,27 @@ def test_apply_nothing_is_an_equal_copy(loaded: LoadedTemplate) -> None:
     result = apply_customizations(loaded, [])
     assert result == loaded
     assert result is not loaded
+
+
+def test_lottie_text_is_checked_against_the_animation_and_kept_beside_the_template(
+    tmp_path: Path, fixtures_module: ModuleType
+) -> None:
+    fixtures_module.make_png(tmp_path / "images/photo.png", 8, 8)
+    fixtures_module.make_video(tmp_path / "videos/bg.mp4", 16, 16, 30, 3)
+    fixtures_module.make_lottie(tmp_path / "l.json", text="HELLO")
+    data = _template_data()
+    data["layers"].append({"id": "sticker", "type": "lottie", "src": "l.json"})
+    loaded = load_template_from_dict(data, tmp_path)
+    custom = apply_customizations(
+        loaded,
+        [
+            {"layerId": "headline", "text": "Hi"},  # type: ignore[list-item]
+            CustomizationEntry(layer_id="sticker", lottie_text={"Title": "SALE"}),
+        ],
+    )
+    assert custom.lottie_text == {"sticker": {"Title": "SALE"}}
+    assert custom.template.layer("sticker") == loaded.template.layer("sticker")
+    with pytest.raises(InvalidCustomization, match=r"'SubTitle' is not a text layer of l\.json"):
+        apply_customizations(
+            loaded, [CustomizationEntry(layer_id="sticker", lottie_text={"SubTitle": "x"})]
+        )

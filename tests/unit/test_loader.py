@@ -307,14 +307,13 @@ def test_text_without_font_uses_default(tmp_path: Path) -> None:
     assert load_template_from_dict(data, tmp_path).template.layers[0].id == "t"
 
 
-def test_lottie_layers_are_refused_for_now(tmp_path: Path) -> None:
+def test_lottie_layers_are_probed(tmp_path: Path, fixtures_module: ModuleType) -> None:
     (tmp_path / "b.json").write_text("{}")
     data = _base(layers=[{"id": "burst", "type": "lottie", "src": "b.json"}])
-    with pytest.raises(
-        InvalidTemplate,
-        match="layer 'burst': lottie layers are not supported by this renderer version yet",
-    ):
+    with pytest.raises(UnsupportedMedia, match="b.json: not a Lottie animation: 'w' must be"):
         load_template_from_dict(data, tmp_path)
+    fixtures_module.make_lottie(tmp_path / "b.json")
+    assert load_template_from_dict(data, tmp_path).template.layers[0].type == "lottie"
 
 
 def test_media_are_probed_as_the_kind_they_are_used_as(
