@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=30, ge=2)
     max_upload_bytes: int = Field(default=2 * GIB, ge=1)
     webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Renders longer than this many output frames are split into chunks rendered in
+    # parallel and joined without re-encoding; 0 renders everything in one piece.
+    chunk_frames: int = Field(default=900, ge=0)
 
     @field_validator("broker_url", "admin_key", mode="before")
     @classmethod

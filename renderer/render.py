@@ -213,6 +213,7 @@ def render(
     encoder_preference: EncoderPreference = "auto",
     on_progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    audio: bool = True,
 ) -> RenderReport:
     """Render ``template`` to the MP4 ``out``.
 
@@ -228,6 +229,8 @@ def render(
         encoder_preference: ``auto`` uses NVENC when it opens, else software.
         on_progress: called as ``(frames_done, frames_total)`` from this thread.
         should_cancel: polled between frames; True stops the render.
+        audio: False writes the video stream alone (a chunk of a longer render, whose
+            sound ``renderer.concat.finalize`` mixes once for the whole range).
 
     Returns:
         What was rendered: frames, size, rate, the encoder that ran, seconds per stage, text
@@ -278,7 +281,7 @@ def render(
     }
     plans: list[LayerPlan] = []
     compositor: Compositor | None = None
-    audio: _AudioThread | None = None
+    mixer: _AudioThread | None = None
     try:
         plans = _layer_plans(loaded, (width, height), f0, f1)
         compositor = Compositor(width, height, tpl.background, plans, fps_t)
@@ -289,7 +292,8 @@ def render(
         text_fits: list[TextFit] = [
             p.source.text_fit for p in plans if isinstance(p.source, TextFitting)
         ]
-        audio = _AudioThread(loaded, extra_audio, start_s, duration_s, tmp / "audio.m4a")
+        if audio:
+            mixer = _AudioThread(loaded, extra_audio, start_s, duration_s, tmp / "audio.m4a")
         video_path = tmp / "video.mp4"
         composite_s = 0.0
         with VideoEncoder(video_path, width, height, fps_out, config, encoder_preference) as video:
@@ -326,16 +330,21 @@ def render(
                 source_wait += timings.get("wait", 0.0)
         stages["convert"] += compositor.timings["convert"]
         stages["composite"] = max(0.0, composite_s - compositor.timings["convert"] - source_wait)
-        has_audio = audio.join()
-        stages["audio"] = audio.seconds
+        if mixer is None:
+            # A chunk: the encoder's file is already the video-only MP4 the joiner wants.
+            has_audio = False
+            os.replace(video_path, out)
+        else:
+            has_audio = mixer.join()
+            stages["audio"] = mixer.seconds
 
-        from renderer.mux import mux
+            from renderer.mux import mux
 
-        t0 = time.perf_counter()
-        muxed = tmp / "muxed.mp4"
-        mux(video_path, tmp / "audio.m4a" if has_audio else None, muxed)
-        os.replace(muxed, out)
-        stages["mux"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            muxed = tmp / "muxed.mp4"
+            mux(video_path, tmp / "audio.m4a" if has_audio else None, muxed)
+            os.replace(muxed, out)
+            stages["mux"] = time.perf_counter() - t0
         return RenderReport(
             frames=info.frames,
             width=width,
@@ -350,8 +359,8 @@ def render(
             has_audio=has_audio,
         )
     finally:
-        if audio is not None:
-            audio.wait()
+        if mixer is not None:
+            mixer.wait()
         if compositor is not None:
             compositor.close()
         else:

@@ -1,5 +1,6 @@
 """The render actor: claim, lease heartbeat, cancellation, budget charging, completion;
-recovery of renders whose worker died; signed webhook delivery.
+chunked renders (``render_chunk``, ``finalize_render``); recovery of renders whose worker
+died; signed webhook delivery.
 
 One render runs like this on a worker thread: a compare-and-set claims it (a worker that
 loses the race drops the message); the renderer runs on a helper thread while this thread's
@@ -8,6 +9,13 @@ render time used so far, and reads the status: ``cancelling`` or a lost lease ma
 ``should_cancel`` answer True between frames). The output is rendered under ``tmp/`` and
 moved into place by the same transaction that marks the render completed, so the file and
 the ``completed`` transition happen once even when two workers race.
+
+A render longer than ``settings.chunk_frames`` output frames is split instead (SPEC §7): the
+claiming worker creates GOP-aligned chunks and queues one ``render_chunk`` message each; any
+worker renders a chunk video-only under its own lease, charging the time to the render;
+the chunk that completes last queues ``finalize_render``, which joins the chunks without
+re-encoding, mixes the audio once, muxes and completes the render through the same
+``store.complete`` as a single-piece render.
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import dramatiq
@@ -34,7 +44,7 @@ from jobs.db import Database, create_database
 from jobs.models.account import User
 from jobs.models.base import JobStatus
 from jobs.models.library import Asset, Audio, Template
-from jobs.models.render import Render
+from jobs.models.render import Render, RenderChunk
 from jobs.settings import Settings
 from jobs.storage import Storage
 from jobs.store import renders as store
@@ -165,6 +175,9 @@ async def _resolve_inputs(db: Database, storage: Storage, render: Render) -> _In
     )
 
 
+Work = Callable[[_Inputs, Path, str, _Control], Any]
+
+
 def _run_renderer(inputs: _Inputs, out: Path, preference: str, control: _Control) -> Any:
     from renderer.loader import load_template
     from renderer.render import render as render_video
@@ -186,11 +199,18 @@ def _run_renderer(inputs: _Inputs, out: Path, preference: str, control: _Control
 class _Run:
     """One attempt at one render by this worker thread."""
 
-    def __init__(
-        self, db: Database, settings: Settings, storage: Storage, render: Render, owner: str
+    def __init__(  # noqa: PLR0917 - the work function varies by kind of attempt
+        self,
+        db: Database,
+        settings: Settings,
+        storage: Storage,
+        render: Render,
+        owner: str,
+        work: Work = _run_renderer,
     ) -> None:
         self.db, self.settings, self.storage = db, settings, storage
         self.render, self.owner = render, owner
+        self.work = work
         self.control = _Control()
         self.last_charge = time.monotonic()
         self.out = tmp_output(storage, render.id, render.attempts)
@@ -260,20 +280,21 @@ class _Run:
         if ok:
             log.info("render %s %s: %s", self.render.id, status.value, reason)
 
-    async def run(self) -> None:
+    async def run(self, inputs: _Inputs | None = None) -> None:
         render, control = self.render, self.control
-        try:
-            inputs = await _resolve_inputs(self.db, self.storage, render)
-        except _InputError as err:
-            await self.finish(JobStatus.Failed, err.reason, err.code)
-            return
-        except RendererError as err:
-            await self.finish(JobStatus.Failed, str(err), err.code)
-            return
+        if inputs is None:
+            try:
+                inputs = await _resolve_inputs(self.db, self.storage, render)
+            except _InputError as err:
+                await self.finish(JobStatus.Failed, err.reason, err.code)
+                return
+            except RendererError as err:
+                await self.finish(JobStatus.Failed, str(err), err.code)
+                return
 
         loop = asyncio.get_running_loop()
         task = loop.run_in_executor(
-            None, _run_renderer, inputs, self.out, self.settings.encoder, control
+            None, self.work, inputs, self.out, self.settings.encoder, control
         )
         try:
             await self.heartbeat_loop(task)
@@ -299,6 +320,9 @@ class _Run:
             return
         except RendererError as err:
             await self.finish(JobStatus.Failed, str(err), err.code)
+            return
+        except _InputError as err:
+            await self.finish(JobStatus.Failed, err.reason, err.code)
             return
         except Exception:
             log.exception("render %s failed unexpectedly", render.id)
@@ -335,7 +359,22 @@ async def _render_job(
         log.info("render %s is not pending; dropping the message", render_id)
         return
     log.info("render %s claimed by %s (attempt %d)", render.id, owner, render.attempts)
-    await _Run(db, settings, storage, render, owner).run()
+    run = _Run(db, settings, storage, render, owner)
+    if settings.chunk_frames and render.frames_total > settings.chunk_frames:
+        try:
+            inputs = await _resolve_inputs(db, storage, render)
+            split = await _split(run, inputs)
+        except _InputError as err:
+            await run.finish(JobStatus.Failed, err.reason, err.code)
+            return
+        except RendererError as err:
+            await run.finish(JobStatus.Failed, str(err), err.code)
+            return
+        if split:
+            return
+        await run.run(inputs)
+        return
+    await run.run()
 
 
 @dramatiq.actor(
@@ -354,6 +393,339 @@ def render(render_id: str) -> None:
     storage = current_storage()
     rid = uuid.UUID(render_id)
     run_job(lambda db: _render_job(db, settings, storage, rid))
+
+
+# --- chunked renders ----------------------------------------------------------------------
+
+
+def chunk_output(storage: Storage, chunk: RenderChunk) -> Path:
+    """Where attempt ``chunk.attempts`` of a chunk is written (under ``tmp/``)."""
+    storage.ensure()
+    return (
+        storage.root / "tmp" / f"render-{chunk.render_id}-chunk{chunk.index}-{chunk.attempts}.mp4"
+    )
+
+
+def remove_chunk_outputs(
+    storage: Storage, render_id: uuid.UUID, chunk: RenderChunk | None = None
+) -> None:
+    """Delete the chunk files of ``render_id`` under ``tmp/`` (only ``chunk``'s current
+    attempt when given) and the renderer's scratch folders beside them."""
+    tmp_dir = storage.root / "tmp"
+    if not tmp_dir.is_dir():
+        return
+    stem = f"render-{render_id}-chunk"
+    name = f"{stem}{chunk.index}-{chunk.attempts}.mp4" if chunk is not None else f"{stem}*"
+    for path in [*tmp_dir.glob(name), *tmp_dir.glob(f".{name}.*")]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _output_frames(inputs: _Inputs, loaded: Any, rng: tuple[int, int]) -> int:
+    from renderer.encoder_config import EncoderConfig
+    from renderer.render import output_times
+
+    config = inputs.encoder if inputs.encoder is not None else EncoderConfig()
+    fps_t = loaded.template.fps_fraction
+    return len(output_times(rng[0], rng[1], fps_t, config.output_fps(fps_t))[1])
+
+
+async def _split(run: _Run, inputs: _Inputs) -> bool:
+    """Hand a claimed long render to its chunks. False when it fits in one chunk after all
+    (the caller renders it in one piece); True when the chunks took over or the render was
+    cancelled meanwhile."""
+    from renderer.concat import chunk_ranges
+    from renderer.loader import load_template
+
+    loaded = await asyncio.to_thread(load_template, inputs.template_dir)
+    ranges = chunk_ranges(loaded, inputs.encoder, inputs.frames, run.settings.chunk_frames)
+    if len(ranges) < 2:  # one range is no split
+        return False
+    planned = [(a, b, _output_frames(inputs, loaded, (a, b))) for a, b in ranges]
+    async with run.db.session() as s:
+        chunks = await store.start_chunks(s, run.render, run.owner, planned)
+    if chunks is None:
+        await run.finish(JobStatus.Cancelled, "Cancelled", None)
+        return True
+    log.info("render %s split into %d chunks", run.render.id, len(chunks))
+    return True
+
+
+def _run_chunk(
+    inputs: _Inputs, rng: tuple[int, int], out: Path, preference: str, control: _Control
+) -> Any:
+    from renderer.loader import load_template
+    from renderer.render import render as render_video
+
+    loaded = load_template(inputs.template_dir)
+    return render_video(
+        loaded,
+        out,
+        customizations=inputs.customizations,
+        encoder=inputs.encoder,
+        frames=rng,
+        encoder_preference=preference,  # type: ignore[arg-type]
+        on_progress=control.on_progress,
+        should_cancel=control.should_cancel,
+        audio=False,
+    )
+
+
+class _ChunkRun:
+    """One attempt at one chunk by this worker thread: heartbeats its own lease, charges the
+    render, and stops when the render is no longer processing."""
+
+    def __init__(
+        self, db: Database, settings: Settings, storage: Storage, chunk: RenderChunk, owner: str
+    ) -> None:
+        self.db, self.settings, self.storage = db, settings, storage
+        self.chunk, self.owner = chunk, owner
+        self.control = _Control()
+        self.last_charge = time.monotonic()
+        self.out = chunk_output(storage, chunk)
+
+    async def charge(self, session: Any) -> budget.Charge:
+        """Charge the wall time since the previous charge to the chunk's render."""
+        now = time.monotonic()
+        elapsed_ms = int((now - self.last_charge) * 1000)
+        self.last_charge = now
+        await store.lock_render(session, self.chunk.render_id)
+        parent = await store.fresh_render(session, self.chunk.render_id)
+        if parent is None:
+            return budget.Charge(0, False)
+        return await budget.charge_render(session, parent, elapsed_ms)
+
+    async def heartbeat_loop(self, task: asyncio.Future[Any]) -> None:
+        lease = float(self.settings.lease_seconds)
+        renew_every = lease / 3
+        tick = min(MAX_TICK_S, renew_every)
+        last_renew = time.monotonic()
+        last_frames = -1
+        control = self.control
+        while not task.done():
+            await asyncio.wait({task}, timeout=tick)
+            if task.done():
+                return
+            renew = time.monotonic() - last_renew >= renew_every
+            frames = control.frames_done if control.frames_done != last_frames else None
+            try:
+                async with self.db.session() as s:
+                    beat = await store.chunk_heartbeat(
+                        s,
+                        self.chunk,
+                        self.owner,
+                        lease_seconds=lease if renew else None,
+                        frames_done=frames,
+                    )
+                    if beat.owned and renew and (await self.charge(s)).exhausted:
+                        control.budget_exhausted = True
+            except Exception:
+                log.warning("heartbeat for chunk %s failed", self.chunk.id, exc_info=True)
+                continue
+            if renew:
+                last_renew = time.monotonic()
+            if frames is not None:
+                last_frames = frames
+            if not beat.owned:
+                control.lease_lost = True
+            elif beat.status != JobStatus.Processing:
+                control.cancel_requested = True
+
+    async def end(self, status: Any, reason: str, code: str | None = None) -> None:
+        """Stop without output (failed: the render fails with ``reason``)."""
+        self.out.unlink(missing_ok=True)
+        async with self.db.session() as s:
+            await self.charge(s)
+            ok = await store.end_chunk(s, self.chunk, self.owner, status, reason=reason, code=code)
+        if ok:
+            log.info(
+                "chunk %s of render %s %s: %s",
+                self.chunk.index,
+                self.chunk.render_id,
+                status.value,
+                reason,
+            )
+
+    async def run(self) -> None:
+        chunk, control = self.chunk, self.control
+        try:
+            async with self.db.session() as s:
+                parent = await store.fresh_render(s, chunk.render_id)
+            assert parent is not None
+            inputs = await _resolve_inputs(self.db, self.storage, parent)
+        except _InputError as err:
+            await self.end(JobStatus.Failed, err.reason, err.code)
+            return
+        except RendererError as err:
+            await self.end(JobStatus.Failed, str(err), err.code)
+            return
+
+        loop = asyncio.get_running_loop()
+        task = loop.run_in_executor(
+            None,
+            _run_chunk,
+            inputs,
+            (chunk.f_start, chunk.f_end),
+            self.out,
+            self.settings.encoder,
+            control,
+        )
+        try:
+            await self.heartbeat_loop(task)
+            report = await task
+        except (TimeLimitExceeded, Shutdown) as exc:
+            control.stopping = True
+            await asyncio.wait({task}, timeout=30)
+            if isinstance(exc, TimeLimitExceeded):
+                await self.end(
+                    JobStatus.Failed, "The render exceeded the worker's time limit", "time_limit"
+                )
+            raise
+        except RenderCancelled:
+            if control.lease_lost:
+                self.out.unlink(missing_ok=True)
+                log.warning("chunk %s: lease lost; another worker owns it now", chunk.id)
+            elif control.budget_exhausted:
+                await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
+            else:
+                await self.end(JobStatus.Cancelled, "Cancelled")
+            return
+        except RendererError as err:
+            await self.end(JobStatus.Failed, str(err), err.code)
+            return
+        except Exception:
+            log.exception("chunk %s of render %s failed unexpectedly", chunk.index, chunk.render_id)
+            await self.end(JobStatus.Failed, INTERNAL_REASON, "internal_error")
+            return
+
+        relative = self.out.relative_to(self.storage.root).as_posix()
+        async with self.db.session() as s:
+            # A chunk may be shorter than a charging interval: check the budget here too, or
+            # a render of many short chunks would never notice it ran out.
+            exhausted = (await self.charge(s)).exhausted
+            done = not exhausted and await store.complete_chunk(
+                s, chunk, self.owner, relative, str(report.encoder)
+            )
+        if exhausted:
+            await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
+            return
+        if not done:
+            self.out.unlink(missing_ok=True)
+            log.warning("chunk %s: no longer ours on completion; output dropped", chunk.id)
+
+
+async def _chunk_job(
+    db: Database, settings: Settings, storage: Storage, chunk_id: uuid.UUID
+) -> None:
+    owner = _owner_token()
+    async with db.session() as s:
+        chunk = await store.claim_chunk(s, chunk_id, owner, settings.lease_seconds)
+    if chunk is None:
+        log.info("chunk %s is not pending or its render stopped; dropping the message", chunk_id)
+        return
+    await _ChunkRun(db, settings, storage, chunk, owner).run()
+
+
+@dramatiq.actor(
+    actor_name=store.CHUNK_ACTOR,
+    queue_name="renders",
+    max_retries=3,
+    min_backoff=1000,
+    max_backoff=30_000,
+    time_limit=RENDER_TIME_LIMIT_MS,
+    throws=(RendererError,),
+)
+def render_chunk(chunk_id: str) -> None:
+    """Render one chunk of a long render by id (video only). Idempotent: only a pending
+    chunk of a render still processing is claimed."""
+    settings = current_settings()
+    storage = current_storage()
+    cid = uuid.UUID(chunk_id)
+    run_job(lambda db: _chunk_job(db, settings, storage, cid))
+
+
+def _join_work(paths: Sequence[Path], encoder_used: str) -> Work:
+    def work(inputs: _Inputs, out: Path, _preference: str, control: _Control) -> Any:
+        import tempfile
+
+        from renderer.concat import ChunkMismatch, concat_chunks, finalize
+        from renderer.loader import load_template
+
+        loaded = load_template(inputs.template_dir)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            joined = scratch / "joined.mp4"
+            try:
+                frames = concat_chunks(paths, joined)
+            except ChunkMismatch as exc:
+                # e.g. workers with and without NVENC under encoder=auto rendered its chunks.
+                raise _InputError(
+                    "chunk_mismatch",
+                    f"The render's chunks were encoded differently and cannot be joined: {exc}",
+                ) from exc
+            control.on_progress(frames, frames)
+            finalize(
+                joined,
+                loaded,
+                out,
+                customizations=inputs.customizations,
+                encoder=inputs.encoder,
+                frames=inputs.frames,
+                extra_audio=inputs.extra_audio,
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return SimpleNamespace(encoder=encoder_used, frames=frames)
+
+    return work
+
+
+async def _finalize_job(
+    db: Database, settings: Settings, storage: Storage, render_id: uuid.UUID
+) -> None:
+    owner = _owner_token()
+    async with db.session() as s:
+        step, render, chunks = await store.begin_finalize(
+            s, render_id, owner, settings.lease_seconds
+        )
+    if step == "wait" or render is None:
+        return
+    if step != "join":
+        remove_chunk_outputs(storage, render_id)
+        if step == "cancelled":
+            log.info("render %s cancelled; its chunks are stopped", render_id)
+        return
+    paths = [storage.abs(c.output_path or "") for c in chunks]
+    encoder_used = chunks[0].encoder_used or ""
+    run = _Run(db, settings, storage, render, owner, work=_join_work(paths, encoder_used))
+    try:
+        await run.run()
+    finally:
+        async with db.session() as s:
+            status = await s.scalar(sa.select(Render.status).where(Render.id == render_id))
+        if status is not None and status not in store.RUNNING and status != JobStatus.Pending:
+            remove_chunk_outputs(storage, render_id)
+
+
+@dramatiq.actor(
+    actor_name=store.FINALIZE_ACTOR,
+    queue_name="renders",
+    max_retries=3,
+    min_backoff=1000,
+    max_backoff=30_000,
+    time_limit=RENDER_TIME_LIMIT_MS,
+    throws=(RendererError,),
+)
+def finalize_render(render_id: str) -> None:
+    """Move a chunked render on: join its completed chunks (mixing the audio once and
+    muxing), settle a cancel once no chunk runs, or remove the chunk files of a finished
+    render. Idempotent: whatever is not ready is left for the next message."""
+    settings = current_settings()
+    storage = current_storage()
+    rid = uuid.UUID(render_id)
+    run_job(lambda db: _finalize_job(db, settings, storage, rid))
 
 
 # --- webhooks -----------------------------------------------------------------------------
@@ -477,6 +849,7 @@ async def recover_renders(
         }[outcome]
         counts[key] += 1
         log.warning("render %s: lease expired; now %s", render.id, outcome.value)
+    await _recover_chunks(db, broker, storage, counts, requeue_pending=requeue_pending)
     if requeue_pending:
         async with db.session() as s:
             ids = await store.pending_ids(s)
@@ -486,6 +859,63 @@ async def recover_renders(
             actor.send(str(rid))
         counts["pending"] = len(ids)
     return counts
+
+
+async def _recover_chunks(
+    db: Database,
+    broker: dramatiq.Broker | None,
+    storage: Storage | None,
+    counts: dict[str, int],
+    *,
+    requeue_pending: bool,
+) -> None:
+    """Chunks whose worker died go back to pending (or fail their render, or are cancelled
+    with it); chunked renders nobody moves on get a finalize message."""
+    from jobs.messages import send_outbox
+
+    async with db.session() as s:
+        expired = await store.expired_chunks(s)
+    for chunk in expired:
+        async with db.sessionmaker() as s:
+            try:
+                outcome = await store.requeue_expired_chunk(s, chunk)
+                if outcome is not None and storage is not None:
+                    remove_chunk_outputs(storage, chunk.render_id, chunk)
+                await s.commit()
+            except BaseException:
+                await s.rollback()
+                raise
+            finally:
+                send_outbox(s, broker)
+        if outcome is not None:
+            counts["chunks_" + outcome.value] = counts.get("chunks_" + outcome.value, 0) + 1
+            log.warning(
+                "chunk %s of render %s: lease expired; now %s",
+                chunk.index,
+                chunk.render_id,
+                outcome.value,
+            )
+    settings_lease = _lease_seconds()
+    async with db.sessionmaker() as s:
+        try:
+            sent, _ = await store.requeue_stranded_chunks(
+                s, all_pending=requeue_pending, stall_seconds=2 * settings_lease
+            )
+            await s.commit()
+        except BaseException:
+            await s.rollback()
+            raise
+        finally:
+            send_outbox(s, broker)
+    if sent:
+        counts["chunks_resent"] = counts.get("chunks_resent", 0) + sent
+
+
+def _lease_seconds() -> float:
+    try:
+        return float(current_settings().lease_seconds)
+    except RuntimeError:  # recovery run before jobs.actors.configure(): the default lease
+        return float(Settings.model_fields["lease_seconds"].default)
 
 
 class RenderSweeper:
@@ -556,8 +986,11 @@ __all__ = [
     "RenderSweeper",
     "RenderSweeperMiddleware",
     "deliver_render_webhook",
+    "finalize_render",
     "install_sweeper",
     "recover_renders",
+    "remove_chunk_outputs",
     "remove_partial_outputs",
     "render",
+    "render_chunk",
 ]

@@ -109,3 +109,37 @@ class Render(IdMixin, CreatedMixin, Base):
     webhook_delivered_at: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()
     completed_at: Mapped[datetime | None] = mapped_column()
+
+
+class RenderChunk(IdMixin, CreatedMixin, Base):
+    """One GOP-aligned slice of a long render (SPEC §7), rendered video-only by any worker.
+
+    ``f_start``/``f_end`` are template frames (half-open); ``frames_total`` counts output
+    frames. ``output_path`` (relative to the storage root, under ``tmp/``) is set when the
+    chunk completes; the files are joined by the finalize step and then removed. Chunks have
+    their own lease, renewed by the worker rendering them; a completed chunk keeps
+    ``lease_owner`` as the record of which worker rendered it.
+    """
+
+    __tablename__ = "render_chunks"
+    __table_args__ = (
+        sa.UniqueConstraint("render_id", "chunk_index", name="uq_render_chunks_render_id"),
+        sa.Index("ix_render_chunks_status_lease_expires_at", "status", "lease_expires_at"),
+    )
+
+    render_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("renders.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column("chunk_index")
+    f_start: Mapped[int] = mapped_column()
+    f_end: Mapped[int] = mapped_column()
+    frames_total: Mapped[int] = mapped_column(default=0)
+    frames_done: Mapped[int] = mapped_column(default=0)
+    status: Mapped[JobStatus] = mapped_column(default=JobStatus.Pending)
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    output_path: Mapped[str | None] = mapped_column(sa.String(512))
+    encoder_used: Mapped[str | None] = mapped_column(sa.String(64))
+    reason: Mapped[str | None] = mapped_column(sa.Text())
+    queued_at: Mapped[datetime | None] = mapped_column()
+    started_at: Mapped[datetime | None] = mapped_column()
+    completed_at: Mapped[datetime | None] = mapped_column()

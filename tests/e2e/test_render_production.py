@@ -1,6 +1,7 @@
 """Production mode: PostgreSQL + Redis + two real ``velocity worker`` processes, the API on
 loopback. Template upload -> audio upload -> render with customisations and an EncoderConfig
--> ranged download; cancel a processing render; SIGKILL a worker mid-render."""
+-> ranged download; cancel a processing render; SIGKILL a worker mid-render; a long render
+split into chunks that both workers render in parallel, surviving a SIGKILL mid-chunk."""
 
 from __future__ import annotations
 
@@ -72,15 +73,22 @@ class Worker:
 
 
 class Production:
-    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str], chunk_frames: int = 0) -> None:
         from api.app import build_service, create_app
 
-        self.env = {**env, "VELOCITY_LEASE_SECONDS": str(LEASE_S), "VELOCITY_ENCODER": "software"}
+        self.env = {
+            **env,
+            "VELOCITY_LEASE_SECONDS": str(LEASE_S),
+            "VELOCITY_ENCODER": "software",
+            # 0: renders in one piece (the single-render path); chunking has its own test.
+            "VELOCITY_CHUNK_FRAMES": str(chunk_frames),
+        }
         self.settings = make_settings(
             tmp,
             env["VELOCITY_DATABASE_URL"],
             broker_url=env["VELOCITY_BROKER_URL"],
             storage_dir=Path(env["VELOCITY_STORAGE_DIR"]),
+            chunk_frames=chunk_frames,
         )
         run_migrations(self.settings.database_url)
         self.svc = build_service(self.settings)
@@ -99,6 +107,16 @@ class Production:
 @pytest.fixture
 def prod(tmp_path: Path, service_env: dict[str, str]) -> Iterator[tuple[Production, Any]]:
     p = Production(tmp_path, service_env)
+    try:
+        with LiveServer(p.app) as server, client_for(server.url) as client:
+            yield p, client
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def prod_chunked(tmp_path: Path, service_env: dict[str, str]) -> Iterator[tuple[Production, Any]]:
+    p = Production(tmp_path, service_env, chunk_frames=50)
     try:
         with LiveServer(p.app) as server, client_for(server.url) as client:
             yield p, client
@@ -252,3 +270,98 @@ def test_sigkill_mid_render_completes_exactly_once_on_the_other_worker(
         assert sum(1 for _ in container.decode(video=0)) == 1200
     history = c.get("/render/history", params={"status": "completed"}, headers=_h(key)).json()
     assert [h["renderId"] for h in history] == [rid]
+
+
+def _chunk_rows(p: Production, rid: str) -> list[Any]:
+    import asyncio
+    import uuid
+
+    import sqlalchemy as sa
+
+    from jobs.models.render import RenderChunk
+
+    async def go() -> list[Any]:
+        async with p.db.session() as s:
+            rows = await s.scalars(
+                sa.select(RenderChunk)
+                .where(RenderChunk.render_id == uuid.UUID(rid))
+                .order_by(RenderChunk.index)
+            )
+            return list(rows)
+
+    return asyncio.run(go())
+
+
+def _pid(owner: str | None) -> int | None:
+    return int(owner.split(":")[1]) if owner and owner.count(":") >= 2 else None
+
+
+def test_chunks_render_on_both_workers_in_parallel_and_survive_a_sigkill(
+    prod_chunked: tuple[Production, Any], fixtures_module: Any, tmp_path: Path
+) -> None:
+    from jobs.models import JobStatus
+
+    p, c = prod_chunked
+    uid, key = run(add_user(p.db, "prod-chunks"))
+    tid = _upload_template(c, key, _zip_demo(fixtures_module, tmp_path, 150))
+    # 600 output frames, GOP 50: 12 chunks of 50 frames.
+    body = {
+        "templateId": tid,
+        "name": "chunked",
+        "encoderConfig": {
+            "bitrate": 200_000,
+            "fpsNum": 120,
+            "res": [160, 90],
+            "preset": 3,
+            "gop": 50,
+        },
+    }
+    response = c.post("/render", json=body, headers=_h(key))
+    assert response.status_code == 200, response.text
+    rid = str(response.json()["renderId"])
+    stored_before = run(user_row(p.db, uid)).storage_used_bytes  # the template's files
+    pids = {w.proc.pid for w in p.workers}
+
+    def both_busy() -> bool:
+        busy = {
+            _pid(ch.lease_owner) for ch in _chunk_rows(p, rid) if ch.status == JobStatus.Processing
+        }
+        return busy == pids
+
+    wait_until(both_busy, 120, "both workers rendering a chunk of the same render at once")
+    # Kill the worker whose chunk has the most frames left, so it dies mid-chunk.
+    busy = [ch for ch in _chunk_rows(p, rid) if ch.status == JobStatus.Processing]
+    target = min(busy, key=lambda ch: ch.frames_done - ch.frames_total)
+    victim = next(w for w in p.workers if w.proc.pid == _pid(target.lease_owner))
+    survivor = next(w for w in p.workers if w is not victim)
+    os.kill(victim.proc.pid, signal.SIGKILL)
+    victim.proc.wait(30)
+    held = [
+        ch.id
+        for ch in _chunk_rows(p, rid)
+        if ch.status == JobStatus.Processing and _pid(ch.lease_owner) == victim.proc.pid
+    ]
+
+    final = wait_for(c, rid, key, {"completed", "failed", "cancelled"}, limit_s=180)
+    assert final["status"] == "completed", (final, survivor.log.read_text(errors="replace"))
+    chunks = _chunk_rows(p, rid)
+    assert len(chunks) == 12 and all(ch.status == JobStatus.Completed for ch in chunks)
+    # The chunk the victim held when it died was rendered again by the survivor (held is
+    # empty only if that chunk completed between the query above and the kill).
+    for chunk in chunks:
+        if chunk.id in held:
+            assert chunk.attempts == 2 and _pid(chunk.lease_owner) == survivor.proc.pid
+    assert {_pid(ch.lease_owner) for ch in chunks} <= pids
+    row = run(render_row(p.db, rid))
+    assert row.attempts == 1  # the render itself was claimed once; only a chunk was retried
+    outputs = sorted((p.storage.root / "renders").rglob("*.mp4"))
+    assert outputs == [p.storage.abs(row.output_path or "")]
+    # The finalize step removes the chunk files just after completing the render.
+    wait_until(lambda: tmp_render_files(p.storage) == [], 30, "chunk files removed")
+    with av.open(str(outputs[0])) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 600
+        assert container.streams.audio  # mixed once at the end
+    user = run(user_row(p.db, uid))
+    assert user.render_used_ms == row.render_time_ms > 0
+    assert user.render_reserved_ms == 0 and user.storage_reserved_bytes == 0
+    assert user.storage_used_bytes == stored_before + (row.size_bytes or 0)

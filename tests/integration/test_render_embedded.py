@@ -48,7 +48,8 @@ class Env:
         from api.app import build_service, create_app
         from jobs.actors.renders import install_sweeper
 
-        self.settings = make_settings(tmp)
+        # One-piece renders here; chunked ones are covered by test_render_chunks.py.
+        self.settings = make_settings(tmp, chunk_frames=0)
         run_migrations(self.settings.database_url)
         self.svc = build_service(self.settings)
         install_sweeper(self.svc.broker)
