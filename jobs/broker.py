@@ -23,7 +23,12 @@ log = logging.getLogger(__name__)
 LIBRARY_QUEUE = "library"
 RENDERS_QUEUE = "renders"
 ALL_QUEUES = (LIBRARY_QUEUE, RENDERS_QUEUE)
-ACTOR_MODULES = ("jobs.actors.library", "jobs.actors.renders")
+ACTOR_MODULES = (
+    "jobs.actors.library",
+    "jobs.actors.renders",
+    "jobs.actors.render_chunks",
+    "jobs.actors.render_webhooks",
+)
 
 
 def setup_broker(settings: Settings) -> dramatiq.Broker:
@@ -55,7 +60,7 @@ def setup_broker(settings: Settings) -> dramatiq.Broker:
             broker.declare_actor(actor)
     load_actors()
     # Every worker (embedded threads or `velocity worker`) sweeps expired render leases.
-    from jobs.actors.renders import install_sweeper
+    from jobs.actors.render_recovery import install_sweeper
 
     install_sweeper(broker)
     return broker

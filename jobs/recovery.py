@@ -5,7 +5,7 @@ Library jobs (template, audio, asset processing) that are pending were possibly 
 actor claims its job with a compare-and-set. Jobs stuck in ``processing`` are put back to
 ``pending`` first when their worker must be dead: in the embedded mode every one of them (the
 only worker is this process), with an external broker those older than the actor's time limit.
-Renders are recovered by ``jobs.actors.renders.recover_renders`` (lease based).
+Renders are recovered by ``jobs.actors.render_recovery.recover_renders`` (lease based).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ async def recover(db: Database, broker: dramatiq.Broker, *, embedded: bool) -> d
     """Recover library jobs and renders at start-up; returns what was done (for logs)."""
     done: dict[str, Any] = {"library": await recover_library(db, embedded=embedded)}
     try:
-        renders = importlib.import_module("jobs.actors.renders")
+        renders = importlib.import_module("jobs.actors.render_recovery")
     except ImportError:
         renders = None
     fn = getattr(renders, "recover_renders", None)

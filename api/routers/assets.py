@@ -19,7 +19,7 @@ from jobs.actors import ASSET_ACTOR
 from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, Asset, new_id
 from jobs.store import library
-from jobs.store import renders as render_store
+from jobs.store import render_queries as render_store
 
 router = APIRouter(prefix="/asset", tags=["assets"], responses=error_responses(401, "default"))
 _EXT_RE = re.compile(r"^\.[a-z0-9]{1,5}$")

@@ -18,7 +18,7 @@ from jobs.actors import AUDIO_ACTOR
 from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, AudioGroup, JobStatus, new_id
 from jobs.store import library
-from jobs.store import renders as render_store
+from jobs.store import render_queries as render_store
 
 router = APIRouter(tags=["audio"], responses=error_responses(401, "default"))
 

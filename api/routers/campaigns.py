@@ -18,7 +18,7 @@ from api.schemas.renders import (
     TemplateInstanceDto,
 )
 from jobs.store import campaigns as store
-from jobs.store.renders import RenderRefused
+from jobs.store.render_base import RenderRefused
 
 router = APIRouter(prefix="/campaign", tags=["campaigns"])
 

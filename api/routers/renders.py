@@ -1,7 +1,8 @@
 """Render endpoints (reference "Render Endpoints" plus batch, long-poll and webhooks).
 
-Validation, reservations and the concurrency check live in ``jobs.store.renders``; this
-module parses requests, maps refusals to status codes and shapes responses.
+Validation, reservations and the concurrency check live in
+``jobs.store.render_submission``; this module parses requests, maps refusals to status codes
+and shapes responses.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from api.schemas.renders import (
 from jobs import budget
 from jobs.models.base import JobStatus
 from jobs.models.render import Render
-from jobs.store import renders as store
+from jobs.store import render_lifecycle, render_queries, render_submission
+from jobs.store.render_base import ACTIVE, TERMINAL, RenderRefused
 
 router = APIRouter(prefix="/render", tags=["renders"])
 
@@ -53,7 +55,7 @@ _ERRORS: dict[str, type[AppError]] = {
 }
 
 
-def to_app_error(err: store.RenderRefused) -> AppError:
+def to_app_error(err: RenderRefused) -> AppError:
     """The API error for a store refusal (same detail and code)."""
     return _ERRORS[err.kind](err.detail, err.code)
 
@@ -62,8 +64,10 @@ async def _submit(
     session: SessionDep, settings: SettingsDep, user: UserDep, requests: list[RenderRequest]
 ) -> list[Render]:
     try:
-        return await store.submit_renders(session, settings, user, [r.to_spec() for r in requests])
-    except store.RenderRefused as err:
+        return await render_submission.submit_renders(
+            session, settings, user, [r.to_spec() for r in requests]
+        )
+    except RenderRefused as err:
         raise to_app_error(err) from None
 
 
@@ -107,7 +111,7 @@ async def _list(
     skip: int,
     take: int,
 ) -> list[Render]:
-    return await store.list_renders(session, user.id, statuses, skip=skip, take=take)
+    return await render_queries.list_renders(session, user.id, statuses, skip=skip, take=take)
 
 
 @router.get("/all", response_model=list[RenderDto], summary="Completed renders")
@@ -125,8 +129,8 @@ async def all_renders(
 @router.get("/active", response_model=list[RenderJob], summary="Pending and processing renders")
 async def active_renders(session: SessionDep, user: UserDep) -> list[RenderJob]:
     """Renders queued, processing or being cancelled, oldest first."""
-    rows = await store.list_renders(
-        session, user.id, store.ACTIVE, skip=0, take=1000, newest_first=False
+    rows = await render_queries.list_renders(
+        session, user.id, ACTIVE, skip=0, take=1000, newest_first=False
     )
     return [RenderJob.of(r) for r in rows]
 
@@ -140,7 +144,7 @@ async def render_history(
     take: Annotated[int, Query(ge=1, le=200)] = 100,
 ) -> list[RenderJob]:
     """Completed, failed and cancelled renders, newest first; ``status`` filters."""
-    statuses = (JobStatus(status),) if status else store.TERMINAL
+    statuses = (JobStatus(status),) if status else TERMINAL
     rows = await _list(session, user, statuses, skip, take)
     return [RenderJob.of(r) for r in rows]
 
@@ -169,8 +173,8 @@ async def render_time_budget_status(session: SessionDep, user: UserDep) -> Rende
 
 async def _get(session: SessionDep, user: UserDep, render_id: uuid.UUID) -> Render:
     try:
-        return await store.get_render(session, user.id, render_id)
-    except store.RenderRefused as err:
+        return await render_queries.get_render(session, user.id, render_id)
+    except RenderRefused as err:
         raise to_app_error(err) from None
 
 
@@ -213,7 +217,7 @@ async def render_status(
     """The render's status, progress (0-100) and frame counts. With ``wait=N`` the answer
     comes as soon as the status or progress changes, or after N seconds at most."""
     render = await _get(session, user, render_id)
-    if wait == 0 or render.status in store.TERMINAL:
+    if wait == 0 or render.status in TERMINAL:
         return RenderJob.of(render)
     # Do not hold a connection (or a PostgreSQL transaction) while waiting.
     await session.commit()
@@ -246,8 +250,8 @@ async def cancel_render(render_id: uuid.UUID, session: SessionDep, user: UserDep
     the worker stops between frames (about a second), deletes the partial output and charges
     the time used. 409 for completed, failed or cancelled renders."""
     try:
-        render = await store.cancel_render(session, user.id, render_id)
-    except store.RenderRefused as err:
+        render = await render_lifecycle.cancel_render(session, user.id, render_id)
+    except RenderRefused as err:
         raise to_app_error(err) from None
     return RenderCreated(render_id=render.id, status=render.status.value)
 
@@ -264,8 +268,8 @@ async def delete_render(
     """Removes the video and frees its storage; refused (400) while pending or processing.
     Render time already used is not refunded."""
     try:
-        await store.delete_render(session, storage, user.id, render_id)
-    except store.RenderRefused as err:
+        await render_lifecycle.delete_render(session, storage, user.id, render_id)
+    except RenderRefused as err:
         raise to_app_error(err) from None
     return MessageResponse(message="Render deleted successfully")
 

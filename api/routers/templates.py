@@ -34,7 +34,7 @@ from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, JobStatus, Template, new_id
 from jobs.quota import storage_status
 from jobs.store import library
-from jobs.store import renders as render_store
+from jobs.store import render_queries as render_store
 
 router = APIRouter(
     prefix="/template", tags=["templates"], responses=error_responses(401, "default")

@@ -11,7 +11,8 @@ from pydantic import Field, field_validator
 from api.schemas.common import ApiModel, OptionalUtcDateTime, UtcDateTime, status_text
 from jobs.models.base import JobStatus
 from jobs.models.render import Campaign, Render, TemplateInstance
-from jobs.store.renders import MAX_BATCH, TERMINAL, RenderSpec
+from jobs.store.render_base import TERMINAL
+from jobs.store.render_submission import MAX_BATCH, RenderSpec
 
 _ENCODER_EXAMPLE = {"bitrate": 5_000_000, "codec": 0, "preset": 2}
 

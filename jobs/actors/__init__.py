@@ -7,7 +7,7 @@ it commits, and sends the outbox after the commit. Worker-thread engines use a N
 connection is shared between event loops.
 
 The composition root calls ``configure(settings)`` before workers start; the actor modules
-themselves (``jobs.actors.library``, ``jobs.actors.renders``) are imported by
+themselves (``jobs.broker.ACTOR_MODULES``) are imported by
 ``jobs.broker.setup_broker`` once the broker exists.
 """
 

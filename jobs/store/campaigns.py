@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from jobs.models.base import ACTIVE_STATUSES, utcnow
 from jobs.models.library import AudioGroup
 from jobs.models.render import Campaign, CampaignAudioGroup, Render, TemplateInstance
-from jobs.store.renders import RenderRefused, _bad, _check_assets, _owned_template
+from jobs.store.render_base import RenderRefused, _bad
+from jobs.store.render_submission import _check_assets, _owned_template, lottie_text_layers
 from renderer.customize import validate_customizations
 from renderer.errors import InvalidCustomization
 from renderer.model import Template as TemplateModel
@@ -115,7 +116,9 @@ async def create_template_instance(
     assert template.definition is not None
     model = TemplateModel.model_validate(template.definition)
     try:
-        entries = validate_customizations(model, customization_map)
+        entries = validate_customizations(
+            model, customization_map, lottie_text_layers=lottie_text_layers(template)
+        )
     except InvalidCustomization as err:
         raise _bad(str(err), "invalid_customization") from None
     await _check_assets(session, user_id, model, entries, "")

@@ -48,7 +48,7 @@ def template_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Env:
     def __init__(self, tmp: Path, cache: Path, chunk_frames: int) -> None:
         from api.app import build_service, create_app
-        from jobs.actors.renders import install_sweeper
+        from jobs.actors.render_recovery import install_sweeper
 
         self.settings = make_settings(tmp, chunk_frames=chunk_frames)
         run_migrations(self.settings.database_url)
@@ -210,7 +210,7 @@ def test_cancel_stops_every_chunk_and_removes_their_files(env: tuple[Env, Any]) 
 def test_failed_chunk_fails_the_render_with_its_reason(
     env: tuple[Env, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobs.actors import renders as actors
+    from jobs.actors import render_chunks as actors
     from renderer.errors import UnsupportedMedia
 
     original = actors._run_chunk
@@ -246,7 +246,7 @@ def test_failed_chunk_fails_the_render_with_its_reason(
 def test_budget_exhausted_in_a_chunk_fails_the_render(env: tuple[Env, Any]) -> None:
     from api.schemas.renders import RenderRequest
     from jobs.models import User
-    from jobs.store.renders import submit_renders
+    from jobs.store.render_submission import submit_renders
 
     e, c = env
     uid, key = run(add_user(e.db, "tight"))

@@ -16,6 +16,7 @@ from api.schemas.renders import RenderRequest
 from jobs.db import create_database, run_migrations
 from jobs.models import JobStatus
 from jobs.models.render import Render
+from tests.conftest import load_fixtures_module
 from tests.integration.test_render_support import (
     LiveServer,
     add_asset,
@@ -46,7 +47,7 @@ def template_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Env:
     def __init__(self, tmp: Path, cache: Path, *, worker: bool = True) -> None:
         from api.app import build_service, create_app
-        from jobs.actors.renders import install_sweeper
+        from jobs.actors.render_recovery import install_sweeper
 
         # One-piece renders here; chunked ones are covered by test_render_chunks.py.
         self.settings = make_settings(tmp, chunk_frames=0)
@@ -328,6 +329,41 @@ def test_batch_is_all_or_nothing(idle_env: tuple[Env, Any]) -> None:
     assert c.post("/render/batch", json=too_many, headers=_h(key)).status_code == 400
 
 
+def test_unknown_lottie_text_key_is_400_at_submission(
+    idle_env: tuple[Env, Any], tmp_path: Path
+) -> None:
+    """lottieText keys are checked against the stored manifest's text layer names when the
+    render (or a template instance) is submitted, not when a worker renders it."""
+    e, c = idle_env
+    uid, key = e.user("lottie")
+    source = load_fixtures_module().make_demo_template(
+        tmp_path / "lottie-demo", width=64, height=36, fps=30, frames=12, lottie=True
+    )
+    tid = run(add_template(e.db, e.storage, uid, source))
+    ghost = [{"layerId": "burst", "lottieText": {"Ghost": "x"}}]
+    response = c.post("/render", json=render_body(tid, customizationMap=ghost), headers=_h(key))
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_customization"
+    detail = response.json()["detail"]
+    assert "customizationMap[0]" in detail and "burst" in detail
+    assert "'Ghost' is not a text layer" in detail and "'Title'" in detail
+    assert c.get("/render/active", headers=_h(key)).json() == []
+
+    cid = c.post("/campaign", json={"name": "L"}, headers=_h(key)).json()["id"]
+    instance = {"templateId": str(tid), "name": "i", "customizationMap": ghost}
+    refused = c.post(f"/campaign/{cid}/template-instances", json=instance, headers=_h(key))
+    assert refused.status_code == 400 and "'Ghost' is not a text layer" in refused.json()["detail"]
+
+    title = [{"layerId": "burst", "lottieText": {"Title": "NEW"}}]
+    accepted = c.post("/render", json=render_body(tid, customizationMap=title), headers=_h(key))
+    assert accepted.status_code == 200, accepted.text
+    row = run(render_row(e.db, accepted.json()["renderId"]))
+    assert row.request["customizationMap"][0]["lottieText"] == {"Title": "NEW"}
+    instance["customizationMap"] = title
+    made = c.post(f"/campaign/{cid}/template-instances", json=instance, headers=_h(key))
+    assert made.status_code == 200, made.text
+
+
 def _long_body(tid: uuid.UUID, **extra: Any) -> dict[str, Any]:
     # 150 template frames sampled at 240 fps and 320x180: 1200 larger output frames, a few
     # seconds of work from a tiny fixture.
@@ -369,7 +405,7 @@ def test_budget_exhausted_mid_render_fails_with_reason(env: tuple[Env, Any]) -> 
     import sqlalchemy as sa
 
     from jobs.models import User
-    from jobs.store.renders import submit_renders
+    from jobs.store.render_submission import submit_renders
 
     e, c = env
     uid, key = e.user("tight")
@@ -590,9 +626,9 @@ def test_expired_lease_is_rendered_again_once(env: tuple[Env, Any]) -> None:
 def test_lease_expired_too_often_fails(idle_env: tuple[Env, Any]) -> None:
     from datetime import timedelta
 
-    from jobs.actors.renders import recover_renders
+    from jobs.actors.render_recovery import recover_renders
     from jobs.models import utcnow
-    from jobs.store.renders import MAX_ATTEMPTS
+    from jobs.store.render_base import MAX_ATTEMPTS
 
     e, c = idle_env
     uid, key = e.user("unlucky")

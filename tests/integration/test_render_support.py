@@ -99,8 +99,10 @@ async def add_user(
 async def add_template(
     db: Database, storage: Storage, user_id: uuid.UUID, source: Path, name: str = "demo"
 ) -> uuid.UUID:
-    """A completed template whose extracted files are a copy of ``source``."""
+    """A completed template whose extracted files are a copy of ``source`` (with the
+    manifest the library pipeline would have stored)."""
     from renderer.loader import load_template
+    from renderer.manifest import build_manifest
 
     template_id = uuid.uuid4()
     rel = f"template_files/{user_id}/{template_id}"
@@ -119,7 +121,7 @@ async def add_template(
                 zip_bytes=0,
                 size_bytes=size,
                 reserved_bytes=0,
-                manifest={},
+                manifest=build_manifest(loaded),
                 definition=loaded.template.model_dump(mode="json", by_alias=True),
             )
         )

@@ -1,0 +1,364 @@
+"""Chunked renders (SPEC §7): the ``render_chunk`` and ``finalize_render`` actors.
+
+The worker that claims a long render creates GOP-aligned chunks and queues one
+``render_chunk`` message each; any worker renders a chunk video-only under its own lease,
+charging the time to the render; the chunk that completes last queues ``finalize_render``,
+which joins the chunks without re-encoding, mixes the audio once, muxes and completes the
+render through the same ``lifecycle.complete`` as a single-piece render.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import dramatiq
+import sqlalchemy as sa
+from dramatiq.middleware import Shutdown, TimeLimitExceeded
+
+from jobs import budget
+from jobs.actors import current_settings, current_storage, run_job
+from jobs.actors.renders import (
+    BUDGET_REASON,
+    INTERNAL_REASON,
+    MAX_TICK_S,
+    RENDER_TIME_LIMIT_MS,
+    Work,
+    _Control,
+    _InputError,
+    _Inputs,
+    _owner_token,
+    _resolve_inputs,
+    _Run,
+)
+from jobs.db import Database
+from jobs.models.base import JobStatus
+from jobs.models.render import Render, RenderChunk
+from jobs.settings import Settings
+from jobs.storage import Storage
+from jobs.store import render_chunks as chunk_store
+from jobs.store.render_base import (
+    CHUNK_ACTOR,
+    FINALIZE_ACTOR,
+    RUNNING,
+)
+from renderer.errors import RenderCancelled, RendererError
+
+log = logging.getLogger(__name__)
+
+
+def chunk_output(storage: Storage, chunk: RenderChunk) -> Path:
+    """Where attempt ``chunk.attempts`` of a chunk is written (under ``tmp/``)."""
+    storage.ensure()
+    return (
+        storage.root / "tmp" / f"render-{chunk.render_id}-chunk{chunk.index}-{chunk.attempts}.mp4"
+    )
+
+
+def remove_chunk_outputs(
+    storage: Storage, render_id: uuid.UUID, chunk: RenderChunk | None = None
+) -> None:
+    """Delete the chunk files of ``render_id`` under ``tmp/`` (only ``chunk``'s current
+    attempt when given) and the renderer's scratch folders beside them."""
+    tmp_dir = storage.root / "tmp"
+    if not tmp_dir.is_dir():
+        return
+    stem = f"render-{render_id}-chunk"
+    name = f"{stem}{chunk.index}-{chunk.attempts}.mp4" if chunk is not None else f"{stem}*"
+    for path in [*tmp_dir.glob(name), *tmp_dir.glob(f".{name}.*")]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _run_chunk(
+    inputs: _Inputs, rng: tuple[int, int], out: Path, preference: str, control: _Control
+) -> Any:
+    from renderer.loader import load_template
+    from renderer.render import render as render_video
+
+    loaded = load_template(inputs.template_dir)
+    return render_video(
+        loaded,
+        out,
+        customizations=inputs.customizations,
+        encoder=inputs.encoder,
+        frames=rng,
+        encoder_preference=preference,  # type: ignore[arg-type]
+        on_progress=control.on_progress,
+        should_cancel=control.should_cancel,
+        audio=False,
+    )
+
+
+class _ChunkRun:
+    """One attempt at one chunk by this worker thread: heartbeats its own lease, charges the
+    render, and stops when the render is no longer processing."""
+
+    def __init__(
+        self, db: Database, settings: Settings, storage: Storage, chunk: RenderChunk, owner: str
+    ) -> None:
+        self.db, self.settings, self.storage = db, settings, storage
+        self.chunk, self.owner = chunk, owner
+        self.control = _Control()
+        self.last_charge = time.monotonic()
+        self.out = chunk_output(storage, chunk)
+
+    async def charge(self, session: Any) -> budget.Charge:
+        """Charge the wall time since the previous charge to the chunk's render."""
+        now = time.monotonic()
+        elapsed_ms = int((now - self.last_charge) * 1000)
+        self.last_charge = now
+        await chunk_store.lock_render(session, self.chunk.render_id)
+        parent = await chunk_store.fresh_render(session, self.chunk.render_id)
+        if parent is None:
+            return budget.Charge(0, False)
+        return await budget.charge_render(session, parent, elapsed_ms)
+
+    async def heartbeat_loop(self, task: asyncio.Future[Any]) -> None:
+        lease = float(self.settings.lease_seconds)
+        renew_every = lease / 3
+        tick = min(MAX_TICK_S, renew_every)
+        last_renew = time.monotonic()
+        last_frames = -1
+        control = self.control
+        while not task.done():
+            await asyncio.wait({task}, timeout=tick)
+            if task.done():
+                return
+            renew = time.monotonic() - last_renew >= renew_every
+            frames = control.frames_done if control.frames_done != last_frames else None
+            try:
+                async with self.db.session() as s:
+                    beat = await chunk_store.chunk_heartbeat(
+                        s,
+                        self.chunk,
+                        self.owner,
+                        lease_seconds=lease if renew else None,
+                        frames_done=frames,
+                    )
+                    if beat.owned and renew and (await self.charge(s)).exhausted:
+                        control.budget_exhausted = True
+            except Exception:
+                log.warning("heartbeat for chunk %s failed", self.chunk.id, exc_info=True)
+                continue
+            if renew:
+                last_renew = time.monotonic()
+            if frames is not None:
+                last_frames = frames
+            if not beat.owned:
+                control.lease_lost = True
+            elif beat.status != JobStatus.Processing:
+                control.cancel_requested = True
+
+    async def end(self, status: Any, reason: str, code: str | None = None) -> None:
+        """Stop without output (failed: the render fails with ``reason``)."""
+        self.out.unlink(missing_ok=True)
+        async with self.db.session() as s:
+            await self.charge(s)
+            ok = await chunk_store.end_chunk(
+                s, self.chunk, self.owner, status, reason=reason, code=code
+            )
+        if ok:
+            log.info(
+                "chunk %s of render %s %s: %s",
+                self.chunk.index,
+                self.chunk.render_id,
+                status.value,
+                reason,
+            )
+
+    async def run(self) -> None:
+        chunk, control = self.chunk, self.control
+        try:
+            async with self.db.session() as s:
+                parent = await chunk_store.fresh_render(s, chunk.render_id)
+            assert parent is not None
+            inputs = await _resolve_inputs(self.db, self.storage, parent)
+        except _InputError as err:
+            await self.end(JobStatus.Failed, err.reason, err.code)
+            return
+        except RendererError as err:
+            await self.end(JobStatus.Failed, str(err), err.code)
+            return
+
+        loop = asyncio.get_running_loop()
+        task = loop.run_in_executor(
+            None,
+            _run_chunk,
+            inputs,
+            (chunk.f_start, chunk.f_end),
+            self.out,
+            self.settings.encoder,
+            control,
+        )
+        try:
+            await self.heartbeat_loop(task)
+            report = await task
+        except (TimeLimitExceeded, Shutdown) as exc:
+            control.stopping = True
+            await asyncio.wait({task}, timeout=30)
+            if isinstance(exc, TimeLimitExceeded):
+                await self.end(
+                    JobStatus.Failed, "The render exceeded the worker's time limit", "time_limit"
+                )
+            raise
+        except RenderCancelled:
+            if control.lease_lost:
+                self.out.unlink(missing_ok=True)
+                log.warning("chunk %s: lease lost; another worker owns it now", chunk.id)
+            elif control.budget_exhausted:
+                await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
+            else:
+                await self.end(JobStatus.Cancelled, "Cancelled")
+            return
+        except RendererError as err:
+            await self.end(JobStatus.Failed, str(err), err.code)
+            return
+        except Exception:
+            log.exception("chunk %s of render %s failed unexpectedly", chunk.index, chunk.render_id)
+            await self.end(JobStatus.Failed, INTERNAL_REASON, "internal_error")
+            return
+
+        relative = self.out.relative_to(self.storage.root).as_posix()
+        async with self.db.session() as s:
+            # A chunk may be shorter than a charging interval: check the budget here too, or
+            # a render of many short chunks would never notice it ran out.
+            exhausted = (await self.charge(s)).exhausted
+            done = not exhausted and await chunk_store.complete_chunk(
+                s, chunk, self.owner, relative, str(report.encoder)
+            )
+        if exhausted:
+            await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
+            return
+        if not done:
+            self.out.unlink(missing_ok=True)
+            log.warning("chunk %s: no longer ours on completion; output dropped", chunk.id)
+
+
+async def _chunk_job(
+    db: Database, settings: Settings, storage: Storage, chunk_id: uuid.UUID
+) -> None:
+    owner = _owner_token()
+    async with db.session() as s:
+        chunk = await chunk_store.claim_chunk(s, chunk_id, owner, settings.lease_seconds)
+    if chunk is None:
+        log.info("chunk %s is not pending or its render stopped; dropping the message", chunk_id)
+        return
+    await _ChunkRun(db, settings, storage, chunk, owner).run()
+
+
+@dramatiq.actor(
+    actor_name=CHUNK_ACTOR,
+    queue_name="renders",
+    max_retries=3,
+    min_backoff=1000,
+    max_backoff=30_000,
+    time_limit=RENDER_TIME_LIMIT_MS,
+    throws=(RendererError,),
+)
+def render_chunk(chunk_id: str) -> None:
+    """Render one chunk of a long render by id (video only). Idempotent: only a pending
+    chunk of a render still processing is claimed."""
+    settings = current_settings()
+    storage = current_storage()
+    cid = uuid.UUID(chunk_id)
+    run_job(lambda db: _chunk_job(db, settings, storage, cid))
+
+
+def _join_work(paths: Sequence[Path], encoder_used: str) -> Work:
+    def work(inputs: _Inputs, out: Path, _preference: str, control: _Control) -> Any:
+        import tempfile
+
+        from renderer.concat import ChunkMismatch, concat_chunks, finalize
+        from renderer.loader import load_template
+
+        loaded = load_template(inputs.template_dir)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            joined = scratch / "joined.mp4"
+            try:
+                frames = concat_chunks(paths, joined)
+            except ChunkMismatch as exc:
+                # e.g. workers with and without NVENC under encoder=auto rendered its chunks.
+                raise _InputError(
+                    "chunk_mismatch",
+                    f"The render's chunks were encoded differently and cannot be joined: {exc}",
+                ) from exc
+            control.on_progress(frames, frames)
+            finalize(
+                joined,
+                loaded,
+                out,
+                customizations=inputs.customizations,
+                encoder=inputs.encoder,
+                frames=inputs.frames,
+                extra_audio=inputs.extra_audio,
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return SimpleNamespace(encoder=encoder_used, frames=frames)
+
+    return work
+
+
+async def _finalize_job(
+    db: Database, settings: Settings, storage: Storage, render_id: uuid.UUID
+) -> None:
+    owner = _owner_token()
+    async with db.session() as s:
+        step, render, chunks = await chunk_store.begin_finalize(
+            s, render_id, owner, settings.lease_seconds
+        )
+    if step == "wait" or render is None:
+        return
+    if step != "join":
+        remove_chunk_outputs(storage, render_id)
+        if step == "cancelled":
+            log.info("render %s cancelled; its chunks are stopped", render_id)
+        return
+    paths = [storage.abs(c.output_path or "") for c in chunks]
+    encoder_used = chunks[0].encoder_used or ""
+    run = _Run(db, settings, storage, render, owner, work=_join_work(paths, encoder_used))
+    try:
+        await run.run()
+    finally:
+        async with db.session() as s:
+            status = await s.scalar(sa.select(Render.status).where(Render.id == render_id))
+        if status is not None and status not in RUNNING and status != JobStatus.Pending:
+            remove_chunk_outputs(storage, render_id)
+
+
+@dramatiq.actor(
+    actor_name=FINALIZE_ACTOR,
+    queue_name="renders",
+    max_retries=3,
+    min_backoff=1000,
+    max_backoff=30_000,
+    time_limit=RENDER_TIME_LIMIT_MS,
+    throws=(RendererError,),
+)
+def finalize_render(render_id: str) -> None:
+    """Move a chunked render on: join its completed chunks (mixing the audio once and
+    muxing), settle a cancel once no chunk runs, or remove the chunk files of a finished
+    render. Idempotent: whatever is not ready is left for the next message."""
+    settings = current_settings()
+    storage = current_storage()
+    rid = uuid.UUID(render_id)
+    run_job(lambda db: _finalize_job(db, settings, storage, rid))
+
+
+__all__ = [
+    "chunk_output",
+    "finalize_render",
+    "remove_chunk_outputs",
+    "render_chunk",
+]

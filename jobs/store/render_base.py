@@ -1,0 +1,64 @@
+"""What the render store modules share: actor names, status groups, the refusal the API
+maps to a status code, and the compare-and-set update.
+
+Store functions only flush; the edge that owns the session commits (``api.deps`` for
+requests, ``Database.session()`` in actors). Every status change is a compare-and-set
+``UPDATE ... WHERE status = <expected>``: whoever loses a race changes nothing and backs off.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from jobs.models.base import ACTIVE_STATUSES, JobStatus
+from jobs.models.render import Render
+
+RENDER_ACTOR = "render"
+WEBHOOK_ACTOR = "deliver_render_webhook"
+CHUNK_ACTOR = "render_chunk"
+FINALIZE_ACTOR = "finalize_render"
+# lease_owner of a render whose chunks are out with workers (each chunk holds its own lease).
+CHUNKED = "chunked"
+MAX_ATTEMPTS = 3
+
+
+ACTIVE = tuple(ACTIVE_STATUSES)
+TERMINAL = (JobStatus.Completed, JobStatus.Failed, JobStatus.Cancelled)
+RUNNING = (JobStatus.Processing, JobStatus.Cancelling)
+Refusal = Literal["bad_request", "not_found", "payment_required", "too_many", "conflict"]
+
+
+class RenderRefused(Exception):
+    """A request the service will not carry out; the API maps ``kind`` to a status code."""
+
+    def __init__(self, kind: Refusal, detail: str, code: str) -> None:
+        super().__init__(detail)
+        self.kind: Refusal = kind
+        self.detail = detail
+        self.code = code
+
+
+def _bad(detail: str, code: str = "invalid_request") -> RenderRefused:
+    return RenderRefused("bad_request", detail, code)
+
+
+async def _cas(
+    session: AsyncSession,
+    render_id: uuid.UUID,
+    expected: Sequence[JobStatus],
+    values: dict[str, Any],
+    *,
+    owner: str | None = None,
+) -> bool:
+    stmt = sa.update(Render).where(Render.id == render_id, Render.status.in_(list(expected)))
+    if owner is not None:
+        stmt = stmt.where(Render.lease_owner == owner)
+    result = await session.execute(
+        stmt.values(**values).execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0)) == 1
