@@ -116,9 +116,7 @@ class Transform(_Model):
     @property
     def is_static(self) -> bool:
         values = (self.anchor, self.position, self.scale, self.rotation, self.opacity)
-        return not any(
-            isinstance(v, list) and v and isinstance(v[0], Keyframe) for v in values
-        )
+        return not any(isinstance(v, list) and v and isinstance(v[0], Keyframe) for v in values)
 
 
 class Box(_Model):
