@@ -8,13 +8,21 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from api.schemas.common import ApiModel, OptionalUtcDateTime, UtcDateTime, status_text
+from api.schemas.common import (
+    ApiModel,
+    OptionalUtcDateTime,
+    UtcDateTime,
+    examples,
+    status_text,
+)
 from jobs.models.base import JobStatus
 from jobs.models.render import Campaign, Render, TemplateInstance
 from jobs.store.render_base import TERMINAL
 from jobs.store.render_submission import MAX_BATCH, RenderSpec
 
 _ENCODER_EXAMPLE = {"bitrate": 5_000_000, "codec": 0, "preset": 2}
+_RENDER_ID = "123e4567-e89b-12d3-a456-426614174000"
+_TEMPLATE_ID = "550e8400-e29b-41d4-a716-446655440000"
 
 
 class JobInfo(ApiModel):
@@ -27,6 +35,27 @@ class JobInfo(ApiModel):
 class RenderRequest(ApiModel):
     """``RenderRequest``: exactly one of ``templateId`` (direct) or ``templateInstanceId``
     (campaign). ``webhookUrl`` (extension) receives a signed POST on every terminal state."""
+
+    model_config = examples(
+        {"templateId": _TEMPLATE_ID, "name": "DirectVideo", "encoderConfig": _ENCODER_EXAMPLE},
+        {
+            "templateId": _TEMPLATE_ID,
+            "name": "VideoName",
+            "audioId": "789a0123-b45c-67d8-e901-234567890000",
+            "jobInfo": {"fStart": 0, "fEnd": 300},
+            "encoderConfig": {
+                "fpsNum": 30,
+                "res": [1920, 1080],
+                "bitrate": 5_000_000,
+                "codec": 0,
+                "preset": 2,
+            },
+            "customizationMap": [
+                {"layerId": "headline", "text": "Hi Anna!"},
+                {"layerId": "photo", "assetId": "5b0c1f9e-6d3a-4c52-9a57-0d7f3c1e2b4a"},
+            ],
+        },
+    )
 
     template_instance_id: uuid.UUID | None = None
     template_id: uuid.UUID | None = None
@@ -77,6 +106,8 @@ class RenderBatchRequest(ApiModel):
 
 
 class RenderCreated(ApiModel):
+    model_config = examples({"renderId": _RENDER_ID, "status": "pending"})
+
     render_id: uuid.UUID
     status: str = Field(examples=["pending"])
 
@@ -97,6 +128,33 @@ def download_url(render: Render) -> str | None:
 class RenderJob(ApiModel):
     """``RenderJobDto`` plus ``progress`` (0-100), frame counts, ``failureCode``,
     ``encoderUsed``, ``audioId`` and ``createdAt``."""
+
+    model_config = examples(
+        {
+            "renderId": _RENDER_ID,
+            "name": "MyVideo",
+            "templateInstanceId": None,
+            "campaignId": None,
+            "templateInstanceName": None,
+            "templateId": _TEMPLATE_ID,
+            "templateName": "MyTemplate",
+            "isDirectRender": True,
+            "status": "completed",
+            "progress": 100,
+            "framesDone": 300,
+            "framesTotal": 300,
+            "videoDownloadUrl": f"/render/{_RENDER_ID}/download",
+            "createdAt": "2024-01-15T10:29:58Z",
+            "startedAt": "2024-01-15T10:30:00Z",
+            "completedAt": "2024-01-15T10:35:30Z",
+            "renderTimeMilliseconds": 330000,
+            "sizeBytes": 15728640,
+            "reason": None,
+            "failureCode": None,
+            "encoderUsed": "libx264",
+            "audioId": None,
+        }
+    )
 
     render_id: uuid.UUID
     name: str
@@ -189,6 +247,17 @@ class RenderDto(ApiModel):
 class RenderTimeBudgetStatus(ApiModel):
     """``RenderTimeBudgetStatusDto``. As for storage, time reserved by pending and processing
     renders counts as used; ``chargedMilliseconds`` and ``reservedMilliseconds`` split it."""
+
+    model_config = examples(
+        {
+            "usedMilliseconds": 180000,
+            "remainingMilliseconds": 120000,
+            "totalMilliseconds": 300000,
+            "usagePercentage": 60.0,
+            "chargedMilliseconds": 150000,
+            "reservedMilliseconds": 30000,
+        }
+    )
 
     used_milliseconds: int
     remaining_milliseconds: int

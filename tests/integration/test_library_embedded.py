@@ -518,6 +518,20 @@ async def test_openapi_documents_examples_and_error_responses(embedded: Embedded
     assert storage["examples"][0]["quotaMB"] == 5000
     assert set(storage["examples"][0]) == set(storage["properties"])
     assert response_schema("/audio/{audio_id}/status", "get")["examples"][1]["status"] == "failed"
+    # Render DTOs carry the reference's example bodies (FastAPI drops null-valued keys from
+    # examples, so those are subsets of the properties).
+    created = response_schema("/render", "post")
+    assert created["examples"] == [
+        {"renderId": "123e4567-e89b-12d3-a456-426614174000", "status": "pending"}
+    ]
+    status = response_schema("/render/{render_id}/status", "get")
+    assert {"renderId", "status", "progress", "encoderUsed"} <= set(status["examples"][0])
+    assert set(status["examples"][0]) <= set(status["properties"])
+    budget = response_schema("/render/render-time-budget-status", "get")
+    assert set(budget["examples"][0]) == set(budget["properties"])
+    body_ref = spec["paths"]["/render"]["post"]["requestBody"]["content"]["application/json"]
+    request = schemas[body_ref["schema"]["$ref"].rsplit("/", 1)[-1]]
+    assert request["examples"][0]["encoderConfig"] == {"bitrate": 5000000, "codec": 0, "preset": 2}
 
     mine = ("/template", "/audio", "/audio-asset-group", "/asset", "/admin")
     checked = 0
