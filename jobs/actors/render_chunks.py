@@ -9,10 +9,8 @@ render through the same ``lifecycle.complete`` as a single-piece render.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,18 +19,13 @@ from typing import Any
 
 import dramatiq
 import sqlalchemy as sa
-from dramatiq.middleware import Shutdown, TimeLimitExceeded
 
 from jobs import budget
 from jobs.actors import current_settings, current_storage, run_job
+from jobs.actors.render_run import BUDGET_REASON, Attempt, Control, InputError
 from jobs.actors.renders import (
-    BUDGET_REASON,
-    INTERNAL_REASON,
-    MAX_TICK_S,
     RENDER_TIME_LIMIT_MS,
     Work,
-    _Control,
-    _InputError,
     _Inputs,
     _owner_token,
     _resolve_inputs,
@@ -49,7 +42,8 @@ from jobs.store.render_base import (
     FINALIZE_ACTOR,
     RUNNING,
 )
-from renderer.errors import RenderCancelled, RendererError
+from jobs.store.render_lifecycle import Beat
+from renderer.errors import RendererError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +74,7 @@ def remove_chunk_outputs(
 
 
 def _run_chunk(
-    inputs: _Inputs, rng: tuple[int, int], out: Path, preference: str, control: _Control
+    inputs: _Inputs, rng: tuple[int, int], out: Path, preference: str, control: Control
 ) -> Any:
     from renderer.loader import load_template
     from renderer.render import render as render_video
@@ -99,65 +93,30 @@ def _run_chunk(
     )
 
 
-class _ChunkRun:
+class _ChunkRun(Attempt):
     """One attempt at one chunk by this worker thread: heartbeats its own lease, charges the
     render, and stops when the render is no longer processing."""
 
     def __init__(
         self, db: Database, settings: Settings, storage: Storage, chunk: RenderChunk, owner: str
     ) -> None:
-        self.db, self.settings, self.storage = db, settings, storage
-        self.chunk, self.owner = chunk, owner
-        self.control = _Control()
-        self.last_charge = time.monotonic()
-        self.out = chunk_output(storage, chunk)
+        super().__init__(db, settings, storage, owner, chunk_output(storage, chunk))
+        self.chunk = chunk
+        self.label = f"chunk {chunk.index} of render {chunk.render_id}"
 
     async def charge(self, session: Any) -> budget.Charge:
         """Charge the wall time since the previous charge to the chunk's render."""
-        now = time.monotonic()
-        elapsed_ms = int((now - self.last_charge) * 1000)
-        self.last_charge = now
+        elapsed_ms = self.take_elapsed_ms()
         await chunk_store.lock_render(session, self.chunk.render_id)
         parent = await chunk_store.fresh_render(session, self.chunk.render_id)
         if parent is None:
             return budget.Charge(0, False)
         return await budget.charge_render(session, parent, elapsed_ms)
 
-    async def heartbeat_loop(self, task: asyncio.Future[Any]) -> None:
-        lease = float(self.settings.lease_seconds)
-        renew_every = lease / 3
-        tick = min(MAX_TICK_S, renew_every)
-        last_renew = time.monotonic()
-        last_frames = -1
-        control = self.control
-        while not task.done():
-            await asyncio.wait({task}, timeout=tick)
-            if task.done():
-                return
-            renew = time.monotonic() - last_renew >= renew_every
-            frames = control.frames_done if control.frames_done != last_frames else None
-            try:
-                async with self.db.session() as s:
-                    beat = await chunk_store.chunk_heartbeat(
-                        s,
-                        self.chunk,
-                        self.owner,
-                        lease_seconds=lease if renew else None,
-                        frames_done=frames,
-                    )
-                    if beat.owned and renew and (await self.charge(s)).exhausted:
-                        control.budget_exhausted = True
-            except Exception:
-                log.warning("heartbeat for chunk %s failed", self.chunk.id, exc_info=True)
-                continue
-            if renew:
-                last_renew = time.monotonic()
-            if frames is not None:
-                last_frames = frames
-            if not beat.owned:
-                control.lease_lost = True
-            elif beat.status != JobStatus.Processing:
-                control.cancel_requested = True
+    async def beat(self, session: Any, lease_seconds: float | None, frames: int | None) -> Beat:
+        return await chunk_store.chunk_heartbeat(
+            session, self.chunk, self.owner, lease_seconds=lease_seconds, frames_done=frames
+        )
 
     async def end(self, status: Any, reason: str, code: str | None = None) -> None:
         """Stop without output (failed: the render fails with ``reason``)."""
@@ -168,66 +127,29 @@ class _ChunkRun:
                 s, self.chunk, self.owner, status, reason=reason, code=code
             )
         if ok:
-            log.info(
-                "chunk %s of render %s %s: %s",
-                self.chunk.index,
-                self.chunk.render_id,
-                status.value,
-                reason,
-            )
+            log.info("%s %s: %s", self.label, status.value, reason)
+
+    async def _inputs(self) -> _Inputs:
+        async with self.db.session() as s:
+            parent = await chunk_store.fresh_render(s, self.chunk.render_id)
+        assert parent is not None
+        return await _resolve_inputs(self.db, self.storage, parent)
 
     async def run(self) -> None:
-        chunk, control = self.chunk, self.control
-        try:
-            async with self.db.session() as s:
-                parent = await chunk_store.fresh_render(s, chunk.render_id)
-            assert parent is not None
-            inputs = await _resolve_inputs(self.db, self.storage, parent)
-        except _InputError as err:
-            await self.end(JobStatus.Failed, err.reason, err.code)
+        chunk = self.chunk
+        inputs = await self.prepare(self._inputs)
+        if inputs is None:
             return
-        except RendererError as err:
-            await self.end(JobStatus.Failed, str(err), err.code)
-            return
-
-        loop = asyncio.get_running_loop()
-        task = loop.run_in_executor(
-            None,
+        report = await self.execute(
             _run_chunk,
             inputs,
             (chunk.f_start, chunk.f_end),
             self.out,
             self.settings.encoder,
-            control,
+            self.control,
         )
-        try:
-            await self.heartbeat_loop(task)
-            report = await task
-        except (TimeLimitExceeded, Shutdown) as exc:
-            control.stopping = True
-            await asyncio.wait({task}, timeout=30)
-            if isinstance(exc, TimeLimitExceeded):
-                await self.end(
-                    JobStatus.Failed, "The render exceeded the worker's time limit", "time_limit"
-                )
-            raise
-        except RenderCancelled:
-            if control.lease_lost:
-                self.out.unlink(missing_ok=True)
-                log.warning("chunk %s: lease lost; another worker owns it now", chunk.id)
-            elif control.budget_exhausted:
-                await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
-            else:
-                await self.end(JobStatus.Cancelled, "Cancelled")
+        if report is None:
             return
-        except RendererError as err:
-            await self.end(JobStatus.Failed, str(err), err.code)
-            return
-        except Exception:
-            log.exception("chunk %s of render %s failed unexpectedly", chunk.index, chunk.render_id)
-            await self.end(JobStatus.Failed, INTERNAL_REASON, "internal_error")
-            return
-
         relative = self.out.relative_to(self.storage.root).as_posix()
         async with self.db.session() as s:
             # A chunk may be shorter than a charging interval: check the budget here too, or
@@ -241,7 +163,7 @@ class _ChunkRun:
             return
         if not done:
             self.out.unlink(missing_ok=True)
-            log.warning("chunk %s: no longer ours on completion; output dropped", chunk.id)
+            log.warning("%s: no longer ours on completion; output dropped", self.label)
 
 
 async def _chunk_job(
@@ -275,7 +197,7 @@ def render_chunk(chunk_id: str) -> None:
 
 
 def _join_work(paths: Sequence[Path], encoder_used: str) -> Work:
-    def work(inputs: _Inputs, out: Path, _preference: str, control: _Control) -> Any:
+    def work(inputs: _Inputs, out: Path, _preference: str, control: Control) -> Any:
         import tempfile
 
         from renderer.concat import ChunkMismatch, concat_chunks, finalize
@@ -289,7 +211,7 @@ def _join_work(paths: Sequence[Path], encoder_used: str) -> Work:
                 frames = concat_chunks(paths, joined)
             except ChunkMismatch as exc:
                 # e.g. workers with and without NVENC under encoder=auto rendered its chunks.
-                raise _InputError(
+                raise InputError(
                     "chunk_mismatch",
                     f"The render's chunks were encoded differently and cannot be joined: {exc}",
                 ) from exc

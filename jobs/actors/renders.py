@@ -1,12 +1,11 @@
 """The render actor: claim, lease heartbeat, cancellation, budget charging, completion.
 
 One render runs like this on a worker thread: a compare-and-set claims it (a worker that
-loses the race drops the message); the renderer runs on a helper thread while this thread's
-event loop heartbeats every ``tick`` (extends the lease, records progress, charges the
-render time used so far, and reads the status: ``cancelling`` or a lost lease makes
-``should_cancel`` answer True between frames). The output is rendered under ``tmp/`` and
-moved into place by the same transaction that marks the render completed, so the file and
-the ``completed`` transition happen once even when two workers race.
+loses the race drops the message); the renderer runs under the heartbeat of
+``jobs.actors.render_run`` (``cancelling`` or a lost lease stops it between frames). The
+output is rendered under ``tmp/`` and moved into place by the same transaction that marks
+the render completed, so the file and the ``completed`` transition happen once even when
+two workers race.
 
 A render longer than ``settings.chunk_frames`` output frames is split instead (SPEC §7) and
 handed to ``jobs.actors.render_chunks``.
@@ -20,7 +19,6 @@ import os
 import shutil
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +27,10 @@ from typing import Any
 
 import dramatiq
 import sqlalchemy as sa
-from dramatiq.middleware import Shutdown, TimeLimitExceeded
 
 from jobs import budget
 from jobs.actors import current_settings, current_storage, run_job
+from jobs.actors.render_run import Attempt, Control, InputError
 from jobs.db import Database
 from jobs.models.base import JobStatus
 from jobs.models.library import Asset, Audio, Template
@@ -44,16 +42,12 @@ from jobs.store import render_lifecycle as lifecycle
 from jobs.store.render_base import (
     RENDER_ACTOR,
 )
-from renderer.errors import RenderCancelled, RendererError
+from jobs.store.render_lifecycle import Beat
+from renderer.errors import RendererError
 
 log = logging.getLogger(__name__)
 
 RENDER_TIME_LIMIT_MS = 6 * 3600 * 1000
-BUDGET_REASON = "Insufficient render time budget"
-INTERNAL_REASON = "Internal error while rendering; the operator can find details in the logs"
-# Progress and cancel requests are checked this often (seconds); the lease is renewed and
-# time charged every lease_seconds / 3.
-MAX_TICK_S = 0.5
 
 
 def _owner_token() -> str:
@@ -83,25 +77,6 @@ def remove_partial_outputs(storage: Storage, render_id: uuid.UUID, attempt: int)
             path.unlink(missing_ok=True)
 
 
-class _Control:
-    """Shared between the render thread (callbacks) and the heartbeat loop. Plain attribute
-    writes are atomic under the GIL; each flag only ever goes from False to True."""
-
-    def __init__(self) -> None:
-        self.frames_done = 0
-        self.frames_total = 0
-        self.cancel_requested = False
-        self.lease_lost = False
-        self.budget_exhausted = False
-        self.stopping = False
-
-    def on_progress(self, done: int, total: int) -> None:
-        self.frames_done, self.frames_total = done, total
-
-    def should_cancel(self) -> bool:
-        return self.cancel_requested or self.lease_lost or self.budget_exhausted or self.stopping
-
-
 @dataclass
 class _Inputs:
     template_dir: Path
@@ -109,12 +84,6 @@ class _Inputs:
     encoder: Any
     frames: tuple[int, int]
     extra_audio: Path | None
-
-
-class _InputError(Exception):
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code, self.reason = code, reason
 
 
 async def _resolve_inputs(db: Database, storage: Storage, render: Render) -> _Inputs:
@@ -129,7 +98,7 @@ async def _resolve_inputs(db: Database, storage: Storage, render: Render) -> _In
             else None
         )
         if template is None or template.extracted_dir is None or template.deleted_at:
-            raise _InputError("template_deleted", "The template was deleted before rendering")
+            raise InputError("template_deleted", "The template was deleted before rendering")
         entries: list[Any] = []
         for index, raw in enumerate(render.request.get("customizationMap", [])):
             data = dict(raw)
@@ -143,7 +112,7 @@ async def _resolve_inputs(db: Database, storage: Storage, render: Render) -> _In
                     )
                 )
                 if asset is None:
-                    raise _InputError(
+                    raise InputError(
                         "invalid_customization",
                         f"customizationMap[{index}]: asset {asset_id} was deleted before rendering",
                     )
@@ -157,7 +126,7 @@ async def _resolve_inputs(db: Database, storage: Storage, render: Render) -> _In
                 )
             )
             if audio is None:
-                raise _InputError("invalid_audio", "The audio was deleted before rendering")
+                raise InputError("invalid_audio", "The audio was deleted before rendering")
             extra_audio = storage.abs(audio.path)
         template_dir = storage.abs(template.extracted_dir)
     job = render.request.get("jobInfo", {})
@@ -170,10 +139,10 @@ async def _resolve_inputs(db: Database, storage: Storage, render: Render) -> _In
     )
 
 
-Work = Callable[[_Inputs, Path, str, _Control], Any]
+Work = Callable[[_Inputs, Path, str, Control], Any]
 
 
-def _run_renderer(inputs: _Inputs, out: Path, preference: str, control: _Control) -> Any:
+def _run_renderer(inputs: _Inputs, out: Path, preference: str, control: Control) -> Any:
     from renderer.loader import load_template
     from renderer.render import render as render_video
 
@@ -191,8 +160,8 @@ def _run_renderer(inputs: _Inputs, out: Path, preference: str, control: _Control
     )
 
 
-class _Run:
-    """One attempt at one render by this worker thread."""
+class _Run(Attempt):
+    """One attempt at one render (whole, or the join of its chunks) by this worker thread."""
 
     def __init__(  # noqa: PLR0917 - the work function varies by kind of attempt
         self,
@@ -203,62 +172,27 @@ class _Run:
         owner: str,
         work: Work = _run_renderer,
     ) -> None:
-        self.db, self.settings, self.storage = db, settings, storage
-        self.render, self.owner = render, owner
-        self.work = work
-        self.control = _Control()
-        self.last_charge = time.monotonic()
-        self.out = tmp_output(storage, render.id, render.attempts)
+        super().__init__(
+            db, settings, storage, owner, tmp_output(storage, render.id, render.attempts)
+        )
+        self.render, self.work = render, work
+        self.label = f"render {render.id}"
 
     async def charge(self, session: Any) -> budget.Charge:
         """Charge the wall time since the previous charge to the render."""
-        now = time.monotonic()
-        elapsed_ms = int((now - self.last_charge) * 1000)
-        self.last_charge = now
-        return await budget.charge_render(session, self.render, elapsed_ms)
+        return await budget.charge_render(session, self.render, self.take_elapsed_ms())
 
-    async def heartbeat_loop(self, task: asyncio.Future[Any]) -> None:
-        """Until ``task`` ends: record progress, renew the lease and charge time every
-        lease/3, and turn a cancel request, a lost lease or an exhausted budget into flags
-        the renderer polls between frames."""
-        lease = float(self.settings.lease_seconds)
-        renew_every = lease / 3
-        tick = min(MAX_TICK_S, renew_every)
-        last_renew = time.monotonic()
-        last_frames = -1
-        control = self.control
-        while not task.done():
-            await asyncio.wait({task}, timeout=tick)
-            if task.done():
-                return
-            renew = time.monotonic() - last_renew >= renew_every
-            frames = control.frames_done if control.frames_done != last_frames else None
-            try:
-                async with self.db.session() as s:
-                    beat = await lifecycle.heartbeat(
-                        s,
-                        self.render.id,
-                        self.owner,
-                        lease_seconds=lease if renew else None,
-                        frames_done=frames,
-                        frames_total=control.frames_total or None,
-                    )
-                    if beat.owned and renew and (await self.charge(s)).exhausted:
-                        control.budget_exhausted = True
-            except Exception:
-                # A database hiccup must not kill the render; the lease has slack for it.
-                log.warning("heartbeat for render %s failed", self.render.id, exc_info=True)
-                continue
-            if renew:
-                last_renew = time.monotonic()
-            if frames is not None:
-                last_frames = frames
-            if not beat.owned:
-                control.lease_lost = True
-            elif beat.status == JobStatus.Cancelling:
-                control.cancel_requested = True
+    async def beat(self, session: Any, lease_seconds: float | None, frames: int | None) -> Beat:
+        return await lifecycle.heartbeat(
+            session,
+            self.render.id,
+            self.owner,
+            lease_seconds=lease_seconds,
+            frames_done=frames,
+            frames_total=self.control.frames_total or None,
+        )
 
-    async def finish(self, status: Any, reason: str, code: str | None) -> None:
+    async def end(self, status: Any, reason: str, code: str | None = None) -> None:
         """End as failed or cancelled (if the lease is still ours), charging the time used."""
         self.out.unlink(missing_ok=True)
         async with self.db.session() as s:
@@ -276,54 +210,16 @@ class _Run:
             log.info("render %s %s: %s", self.render.id, status.value, reason)
 
     async def run(self, inputs: _Inputs | None = None) -> None:
-        render, control = self.render, self.control
+        render = self.render
         if inputs is None:
-            try:
-                inputs = await _resolve_inputs(self.db, self.storage, render)
-            except _InputError as err:
-                await self.finish(JobStatus.Failed, err.reason, err.code)
+            inputs = await self.prepare(lambda: _resolve_inputs(self.db, self.storage, render))
+            if inputs is None:
                 return
-            except RendererError as err:
-                await self.finish(JobStatus.Failed, str(err), err.code)
-                return
-
-        loop = asyncio.get_running_loop()
-        task = loop.run_in_executor(
-            None, self.work, inputs, self.out, self.settings.encoder, control
+        report = await self.execute(
+            self.work, inputs, self.out, self.settings.encoder, self.control
         )
-        try:
-            await self.heartbeat_loop(task)
-            report = await task
-        except (TimeLimitExceeded, Shutdown) as exc:
-            # Stop the render thread between frames and let it leave the file alone.
-            control.stopping = True
-            await asyncio.wait({task}, timeout=30)
-            if isinstance(exc, TimeLimitExceeded):
-                await self.finish(
-                    JobStatus.Failed, "The render exceeded the worker's time limit", "time_limit"
-                )
-            # On shutdown the lease expires and another worker renders it again.
-            raise
-        except RenderCancelled:
-            if control.lease_lost:
-                self.out.unlink(missing_ok=True)
-                log.warning("render %s: lease lost; another worker owns it now", render.id)
-            elif control.budget_exhausted:
-                await self.finish(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
-            else:
-                await self.finish(JobStatus.Cancelled, "Cancelled", None)
+        if report is None:
             return
-        except RendererError as err:
-            await self.finish(JobStatus.Failed, str(err), err.code)
-            return
-        except _InputError as err:
-            await self.finish(JobStatus.Failed, err.reason, err.code)
-            return
-        except Exception:
-            log.exception("render %s failed unexpectedly", render.id)
-            await self.finish(JobStatus.Failed, INTERNAL_REASON, "internal_error")
-            return
-
         size = self.out.stat().st_size
         async with self.db.session() as s:
             await self.charge(s)
@@ -341,7 +237,7 @@ class _Run:
             log.info("render %s completed (%d bytes, %s)", render.id, size, report.encoder)
             return
         # Not ours any more, or cancelled while the last frames were encoded.
-        await self.finish(JobStatus.Cancelled, "Cancelled", None)
+        await self.end(JobStatus.Cancelled, "Cancelled", None)
 
 
 def _output_frames(inputs: _Inputs, loaded: Any, rng: tuple[int, int]) -> int:
@@ -368,7 +264,7 @@ async def _split(run: _Run, inputs: _Inputs) -> bool:
     async with run.db.session() as s:
         chunks = await chunk_store.start_chunks(s, run.render, run.owner, planned)
     if chunks is None:
-        await run.finish(JobStatus.Cancelled, "Cancelled", None)
+        await run.end(JobStatus.Cancelled, "Cancelled", None)
         return True
     log.info("render %s split into %d chunks", run.render.id, len(chunks))
     return True
@@ -386,15 +282,15 @@ async def _render_job(
     log.info("render %s claimed by %s (attempt %d)", render.id, owner, render.attempts)
     run = _Run(db, settings, storage, render, owner)
     if settings.chunk_frames and render.frames_total > settings.chunk_frames:
-        try:
+
+        async def plan() -> tuple[_Inputs, bool]:
             inputs = await _resolve_inputs(db, storage, render)
-            split = await _split(run, inputs)
-        except _InputError as err:
-            await run.finish(JobStatus.Failed, err.reason, err.code)
+            return inputs, await _split(run, inputs)
+
+        planned = await run.prepare(plan)
+        if planned is None:
             return
-        except RendererError as err:
-            await run.finish(JobStatus.Failed, str(err), err.code)
-            return
+        inputs, split = planned
         if split:
             return
         await run.run(inputs)

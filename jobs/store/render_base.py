@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.models.base import ACTIVE_STATUSES, JobStatus
-from jobs.models.render import Render
+from jobs.models.render import Render, RenderChunk
 
 RENDER_ACTOR = "render"
 WEBHOOK_ACTOR = "deliver_render_webhook"
@@ -49,15 +49,18 @@ def _bad(detail: str, code: str = "invalid_request") -> RenderRefused:
 
 async def _cas(
     session: AsyncSession,
-    render_id: uuid.UUID,
+    row_id: uuid.UUID,
     expected: Sequence[JobStatus],
     values: dict[str, Any],
     *,
     owner: str | None = None,
+    table: type[Render | RenderChunk] = Render,
 ) -> bool:
-    stmt = sa.update(Render).where(Render.id == render_id, Render.status.in_(list(expected)))
+    """Update the ``table`` row ``row_id`` only while its status is one of ``expected`` (and
+    ``owner`` holds its lease, when given); True when this call changed it."""
+    stmt = sa.update(table).where(table.id == row_id, table.status.in_(list(expected)))
     if owner is not None:
-        stmt = stmt.where(Render.lease_owner == owner)
+        stmt = stmt.where(table.lease_owner == owner)
     result = await session.execute(
         stmt.values(**values).execution_options(synchronize_session=False)
     )

@@ -69,25 +69,6 @@ async def lock_render(session: AsyncSession, render_id: uuid.UUID) -> None:
     )
 
 
-async def _chunk_cas(
-    session: AsyncSession,
-    chunk_id: uuid.UUID,
-    expected: Sequence[JobStatus],
-    values: dict[str, Any],
-    *,
-    owner: str | None = None,
-) -> bool:
-    stmt = sa.update(RenderChunk).where(
-        RenderChunk.id == chunk_id, RenderChunk.status.in_(list(expected))
-    )
-    if owner is not None:
-        stmt = stmt.where(RenderChunk.lease_owner == owner)
-    result = await session.execute(
-        stmt.values(**values).execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0)) == 1
-
-
 async def _sync_progress(session: AsyncSession, render_id: uuid.UUID) -> None:
     """Set the render's frames_done/progress to the sum over its chunks."""
     done = int(
@@ -240,7 +221,9 @@ async def chunk_heartbeat(
         values["frames_done"] = min(frames_done, chunk.frames_total)
     owned = True
     if values:
-        owned = await _chunk_cas(session, chunk.id, [JobStatus.Processing], values, owner=owner)
+        owned = await _cas(
+            session, chunk.id, [JobStatus.Processing], values, owner=owner, table=RenderChunk
+        )
         if owned and frames_done is not None:
             await _sync_progress(session, chunk.render_id)
     else:
@@ -262,7 +245,7 @@ async def complete_chunk(
     """Processing -> Completed with its file at ``output_path`` (relative to the storage
     root); the last chunk of a render still processing queues the finalize actor."""
     await lock_render(session, chunk.render_id)
-    ok = await _chunk_cas(
+    ok = await _cas(
         session,
         chunk.id,
         [JobStatus.Processing],
@@ -276,6 +259,7 @@ async def complete_chunk(
             "lease_expires_at": None,
         },
         owner=owner,
+        table=RenderChunk,
     )
     if not ok:
         return False
@@ -310,7 +294,7 @@ async def end_chunk(
     reason (the other chunks see that in their heartbeat and stop). Queues the finalize
     actor, which settles a cancel and removes chunk files once no chunk is running."""
     await lock_render(session, chunk.render_id)
-    ok = await _chunk_cas(
+    ok = await _cas(
         session,
         chunk.id,
         [JobStatus.Processing],
@@ -322,6 +306,7 @@ async def end_chunk(
             "lease_expires_at": None,
         },
         owner=owner,
+        table=RenderChunk,
     )
     if not ok:
         return False

@@ -1,0 +1,200 @@
+"""The skeleton every render attempt shares: a whole render, one chunk of a long render, or
+the join of a long render's chunks.
+
+An attempt holds a lease on its row. Its work runs on a helper thread while this thread's
+event loop heartbeats every ``tick`` (extends the lease every lease/3, records progress,
+charges the render time used so far, and reads the status: a stop request or a lost lease
+makes ``should_cancel`` answer True between frames). How each kind of attempt renews its
+lease, charges and ends is up to the subclass; how the work's outcome maps to a status,
+reason and failure code is decided here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dramatiq.middleware import Shutdown, TimeLimitExceeded
+
+from jobs import budget
+from jobs.db import Database
+from jobs.models.base import JobStatus
+from jobs.settings import Settings
+from jobs.storage import Storage
+from jobs.store.render_lifecycle import Beat
+from renderer.errors import RenderCancelled, RendererError
+
+log = logging.getLogger(__name__)
+
+BUDGET_REASON = "Insufficient render time budget"
+INTERNAL_REASON = "Internal error while rendering; the operator can find details in the logs"
+TIME_LIMIT_REASON = "The render exceeded the worker's time limit"
+# Progress and stop requests are checked this often (seconds); the lease is renewed and
+# time charged every lease_seconds / 3.
+MAX_TICK_S = 0.5
+
+T = TypeVar("T")
+
+
+class Control:
+    """Shared between the render thread (callbacks) and the heartbeat loop. Plain attribute
+    writes are atomic under the GIL; each flag only ever goes from False to True."""
+
+    def __init__(self) -> None:
+        self.frames_done = 0
+        self.frames_total = 0
+        self.cancel_requested = False
+        self.lease_lost = False
+        self.budget_exhausted = False
+        self.stopping = False
+
+    def on_progress(self, done: int, total: int) -> None:
+        self.frames_done, self.frames_total = done, total
+
+    def should_cancel(self) -> bool:
+        return self.cancel_requested or self.lease_lost or self.budget_exhausted or self.stopping
+
+
+class InputError(Exception):
+    """The stored request can no longer be rendered (e.g. its template was deleted)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class Attempt:
+    """One leased attempt by this worker thread. Subclasses say how the lease is renewed
+    (``beat``), where the time is charged (``charge``) and how the attempt ends without
+    output (``end``); ``label`` names it in the logs."""
+
+    label: str
+
+    def __init__(
+        self, db: Database, settings: Settings, storage: Storage, owner: str, out: Path
+    ) -> None:
+        self.db, self.settings, self.storage = db, settings, storage
+        self.owner, self.out = owner, out
+        self.control = Control()
+        self.last_charge = time.monotonic()
+
+    def take_elapsed_ms(self) -> int:
+        """The wall time since the previous charge, which from now on counts as charged."""
+        now = time.monotonic()
+        elapsed_ms = int((now - self.last_charge) * 1000)
+        self.last_charge = now
+        return elapsed_ms
+
+    async def charge(self, session: Any) -> budget.Charge:
+        """Charge ``take_elapsed_ms()`` to the render in ``session``."""
+        raise NotImplementedError
+
+    async def beat(self, session: Any, lease_seconds: float | None, frames: int | None) -> Beat:
+        """Record ``frames`` done (when not None) and renew the lease for ``lease_seconds``
+        (when not None), if this attempt still holds it. ``Beat.status`` is the render's;
+        anything but processing asks the attempt to stop."""
+        raise NotImplementedError
+
+    async def end(self, status: Any, reason: str, code: str | None = None) -> None:
+        """End as ``status`` (failed or cancelled) with ``reason`` and failure ``code``,
+        removing the output and charging the time used, if the lease is still ours."""
+        raise NotImplementedError
+
+    async def prepare(self, step: Callable[[], Awaitable[T]]) -> T | None:
+        """Await ``step()``; when it finds the request cannot be rendered any more
+        (``InputError``, ``RendererError``) end the attempt failed and return None."""
+        try:
+            return await step()
+        except InputError as err:
+            await self.end(JobStatus.Failed, err.reason, err.code)
+        except RendererError as err:
+            await self.end(JobStatus.Failed, str(err), err.code)
+        return None
+
+    async def heartbeat_loop(self, task: asyncio.Future[Any]) -> None:
+        """Until ``task`` ends: record progress, renew the lease and charge time every
+        lease/3, and turn a stop request, a lost lease or an exhausted budget into flags
+        the work polls between frames."""
+        lease = float(self.settings.lease_seconds)
+        renew_every = lease / 3
+        tick = min(MAX_TICK_S, renew_every)
+        last_renew = time.monotonic()
+        last_frames = -1
+        control = self.control
+        while not task.done():
+            await asyncio.wait({task}, timeout=tick)
+            if task.done():
+                return
+            renew = time.monotonic() - last_renew >= renew_every
+            frames = control.frames_done if control.frames_done != last_frames else None
+            try:
+                async with self.db.session() as s:
+                    beat = await self.beat(s, lease if renew else None, frames)
+                    if beat.owned and renew and (await self.charge(s)).exhausted:
+                        control.budget_exhausted = True
+            except Exception:
+                # A database hiccup must not kill the render; the lease has slack for it.
+                log.warning("heartbeat for %s failed", self.label, exc_info=True)
+                continue
+            if renew:
+                last_renew = time.monotonic()
+            if frames is not None:
+                last_frames = frames
+            if not beat.owned:
+                control.lease_lost = True
+            elif beat.status != JobStatus.Processing:
+                # Cancelling, or (for a chunk) the render stopped without it.
+                control.cancel_requested = True
+
+    async def execute(self, work: Callable[..., T], *args: Any) -> T | None:
+        """Run ``work(*args)`` on a helper thread under the heartbeat and return what it
+        returns; None when it did not finish, after ending the attempt accordingly.
+
+        Raises:
+            TimeLimitExceeded, Shutdown: after stopping the work (a time limit also fails
+                the attempt with ``time_limit``; on shutdown the lease expires and another
+                worker takes the attempt again).
+        """
+        control = self.control
+        task = asyncio.get_running_loop().run_in_executor(None, work, *args)
+        try:
+            await self.heartbeat_loop(task)
+            return await task
+        except (TimeLimitExceeded, Shutdown) as exc:
+            # Stop the render thread between frames and let it leave the file alone.
+            control.stopping = True
+            await asyncio.wait({task}, timeout=30)
+            if isinstance(exc, TimeLimitExceeded):
+                await self.end(JobStatus.Failed, TIME_LIMIT_REASON, "time_limit")
+            raise
+        except RenderCancelled:
+            if control.lease_lost:
+                self.out.unlink(missing_ok=True)
+                log.warning("%s: lease lost; another worker owns it now", self.label)
+            elif control.budget_exhausted:
+                await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
+            else:
+                await self.end(JobStatus.Cancelled, "Cancelled")
+        except RendererError as err:
+            await self.end(JobStatus.Failed, str(err), err.code)
+        except InputError as err:
+            await self.end(JobStatus.Failed, err.reason, err.code)
+        except Exception:
+            log.exception("%s failed unexpectedly", self.label)
+            await self.end(JobStatus.Failed, INTERNAL_REASON, "internal_error")
+        return None
+
+
+__all__ = [
+    "BUDGET_REASON",
+    "INTERNAL_REASON",
+    "MAX_TICK_S",
+    "TIME_LIMIT_REASON",
+    "Attempt",
+    "Control",
+    "InputError",
+]
