@@ -45,7 +45,7 @@ check: $(STAMP_DEV)
 	$(BIN)/python -m pytest -q tests/unit/test_import_direction.py
 
 bench: $(STAMP_BENCH) system-deps
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --repeat 2
 
 clean:
 	rm -rf var fixtures/out bench/out
