@@ -167,7 +167,9 @@ def create_app(
             from jobs.recovery import recover as recover_jobs
 
             try:
-                await recover_jobs(svc.db, svc.broker, embedded=settings.embedded)
+                await recover_jobs(
+                    svc.db, svc.broker, embedded=settings.embedded, storage=svc.storage
+                )
             except Exception:
                 log.exception("start-up recovery failed")
         try:

@@ -143,7 +143,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # Dispose on the loop that opened the pooled connections: asyncpg cannot close
         # them from another (closed) loop and logs a traceback at every worker start.
         try:
-            return await recover(service.db, service.broker, embedded=False)
+            return await recover(
+                service.db, service.broker, embedded=False, storage=service.storage
+            )
         finally:
             await service.db.dispose()
 

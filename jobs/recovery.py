@@ -10,8 +10,6 @@ Renders are recovered by ``jobs.actors.render_recovery.recover_renders`` (lease 
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 from datetime import timedelta
 from typing import Any
@@ -23,6 +21,7 @@ from jobs.actors import ASSET_ACTOR, AUDIO_ACTOR, TEMPLATE_ACTOR
 from jobs.db import Database
 from jobs.messages import enqueue
 from jobs.models import Asset, Audio, AudioJob, JobStatus, Template, TemplateJob, utcnow
+from jobs.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -113,19 +112,19 @@ async def recover_library(db: Database, *, embedded: bool) -> int:
     return count
 
 
-async def recover(db: Database, broker: dramatiq.Broker, *, embedded: bool) -> dict[str, Any]:
-    """Recover library jobs and renders at start-up; returns what was done (for logs)."""
+async def recover(
+    db: Database, broker: dramatiq.Broker, *, embedded: bool, storage: Storage
+) -> dict[str, Any]:
+    """Recover library jobs and renders at start-up; returns what was done (for logs).
+
+    ``storage`` lets render recovery delete the partial outputs of the attempts it requeues
+    or gives up on (otherwise they would stay under ``tmp/`` for good).
+    """
+    # Actor modules declare their actors on import, so they load after setup_broker.
+    from jobs.actors.render_recovery import recover_renders
+
     done: dict[str, Any] = {"library": await recover_library(db, embedded=embedded)}
-    try:
-        renders = importlib.import_module("jobs.actors.render_recovery")
-    except ImportError:
-        renders = None
-    fn = getattr(renders, "recover_renders", None)
-    if fn is not None:
-        result = fn(db, broker)
-        if inspect.isawaitable(result):
-            result = await result
-        done["renders"] = result
+    done["renders"] = await recover_renders(db, broker, storage=storage)
     if done["library"]:
         log.info("recovery re-enqueued %s library jobs", done["library"])
     return done

@@ -1,16 +1,18 @@
 """Production mode: PostgreSQL + Redis + two real ``velocity worker`` processes, the API on
 loopback. Template upload -> audio upload -> render with customisations and an EncoderConfig
 -> ranged download; cancel a processing render; SIGKILL a worker mid-render; a long render
-split into chunks that both workers render in parallel, surviving a SIGKILL mid-chunk."""
+split into chunks that both workers render in parallel, surviving a SIGKILL mid-chunk; a render
+surviving the whole service (``velocity serve`` and its worker) being SIGKILLed and restarted."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +40,26 @@ LEASE_S = 2
 
 
 class Worker:
-    """A ``velocity worker`` subprocess; its output is drained to a log file."""
+    """A ``velocity`` subprocess (by default ``velocity worker``) in its own process group;
+    its output is drained to a log file and ``ready`` is set when ``ready_line`` appears."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        args: Sequence[str] = ("worker", "--threads", "1"),
+        ready_line: bytes = b"velocity worker ready",
+    ) -> None:
         self.log = log
+        self.ready_line = ready_line
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "worker", "--threads", "1"],
+            [sys.executable, "-m", "api.cli", *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            # Its own group, so a crash can be simulated by killing everything it started.
+            start_new_session=True,
         )
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._drain, daemon=True)
@@ -59,8 +71,14 @@ class Worker:
             for line in self.proc.stdout:
                 out.write(line)
                 out.flush()
-                if b"velocity worker ready" in line:
+                if self.ready_line in line:
                     self.ready.set()
+
+    def kill_group(self) -> None:
+        """SIGKILL the process and everything in its group, as a machine crash would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -365,3 +383,90 @@ def test_chunks_render_on_both_workers_in_parallel_and_survive_a_sigkill(
     assert user.render_used_ms == row.render_time_ms > 0
     assert user.render_reserved_ms == 0 and user.storage_reserved_bytes == 0
     assert user.storage_used_bytes == stored_before + (row.size_bytes or 0)
+
+
+def test_render_survives_the_whole_service_being_sigkilled_and_restarted(
+    tmp_path: Path, service_env: dict[str, str], fixtures_module: Any
+) -> None:
+    """``velocity serve --no-worker`` and its only ``velocity worker`` are SIGKILLed mid-render
+    (a machine crash); fresh processes must find the stranded render at start-up, render it
+    once more from scratch and clean up after the dead attempt."""
+    from jobs.models import utcnow
+    from jobs.storage import Storage
+    from tests.servers import free_port
+
+    env = {
+        **service_env,
+        "VELOCITY_LEASE_SECONDS": str(LEASE_S),
+        "VELOCITY_ENCODER": "software",
+        "VELOCITY_CHUNK_FRAMES": "0",
+    }
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    storage = Storage(Path(env["VELOCITY_STORAGE_DIR"]))
+    procs: list[Worker] = []
+
+    def start(life: int, serve: bool = False) -> Worker:
+        if serve:
+            # Logged by uvicorn once the lifespan, and with it start-up recovery, has run.
+            args = ("serve", "--no-worker", "--port", str(port))
+            ready, log = b"Application startup complete", tmp_path / f"serve{life}.log"
+            proc = Worker(env, log, args, ready)
+        else:
+            proc = Worker(env, tmp_path / f"worker{life}.log")
+        procs.append(proc)
+        assert proc.ready.wait(120), proc.log.read_text(errors="replace")
+        return proc
+
+    try:
+        serve, worker = start(1, serve=True), start(1)
+        db = create_database(
+            make_settings(
+                tmp_path,
+                env["VELOCITY_DATABASE_URL"],
+                storage_dir=storage.root,
+                broker_url=env["VELOCITY_BROKER_URL"],
+            ),
+            null_pool=True,
+        )
+        uid, key = run(add_user(db, "prod-crash"))
+        with client_for(url) as c:
+            tid = _upload_template(c, key, _zip_demo(fixtures_module, tmp_path, 150))
+            rid = _long_render(c, key, tid)
+            wait_until(lambda: _producing(c, key, rid), 120, "render producing frames")
+
+        serve.kill_group()
+        worker.kill_group()
+        # The first attempt's output and the renderer's scratch folder beside it.
+        partial = [f for f in tmp_render_files(storage) if f"render-{rid}-1.mp4" in f.name]
+        assert partial, "the first attempt left no partial output to clean up"
+        assert run(render_row(db, rid)).attempts == 1
+        # Nothing is running now: wait out the dead worker's lease, so that it is the
+        # start-up recovery of the fresh service that must notice the render is stranded.
+        wait_until(
+            lambda: run(render_row(db, rid)).lease_expires_at < utcnow(),
+            LEASE_S * 5,
+            "the dead worker's lease expiring",
+        )
+
+        serve = start(2, serve=True)
+        with client_for(url) as c:
+            status = c.get(f"/render/{rid}/status", headers=_h(key)).json()
+            assert status["status"] == "pending", (status, serve.log.read_text(errors="replace"))
+            worker = start(2)
+            final = wait_for(c, rid, key, {"completed", "failed", "cancelled"}, limit_s=120)
+        assert final["status"] == "completed", (final, worker.log.read_text(errors="replace"))
+        row = run(render_row(db, rid))
+        assert row.attempts == 2
+        outputs = sorted((storage.root / "renders").rglob("*.mp4"))
+        assert outputs == [storage.abs(row.output_path or "")]
+        with av.open(str(outputs[0])) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 1200
+        user = run(user_row(db, uid))
+        assert user.render_reserved_ms == 0 and user.storage_reserved_bytes == 0
+        assert user.render_used_ms == row.render_time_ms > 0
+        assert not any(f.exists() for f in partial)
+        assert tmp_render_files(storage) == []
+    finally:
+        for proc in procs:
+            proc.stop()
