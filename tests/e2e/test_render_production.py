@@ -23,6 +23,7 @@ from jobs.db import create_database, run_migrations
 from tests.integration.test_render_support import (
     LiveServer,
     add_user,
+    api_key,
     client_for,
     make_settings,
     render_row,
@@ -142,8 +143,7 @@ def prod_chunked(tmp_path: Path, service_env: dict[str, str]) -> Iterator[tuple[
         p.close()
 
 
-def _h(key: str) -> dict[str, str]:
-    return {"X-API-Key": key}
+_h = api_key
 
 
 def _upload_template(c: Any, key: str, zip_path: Path) -> str:

@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from jobs.db import Database, create_database, run_migrations
+from jobs.db import Database
 from jobs.models import JobStatus
 from jobs.models.render import RenderChunk
 from tests.integration.test_render_support import (
     LiveServer,
-    add_template,
+    RenderEnv,
     add_user,
+    api_key,
     client_for,
     demo_template,
-    make_settings,
     render_body,
     render_row,
     run,
@@ -45,33 +45,14 @@ def template_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("chunk-templates")
 
 
-class Env:
-    def __init__(self, tmp: Path, cache: Path, chunk_frames: int) -> None:
-        from api.app import build_service, create_app
-        from jobs.actors.render_recovery import install_sweeper
-
-        self.settings = make_settings(tmp, chunk_frames=chunk_frames)
-        run_migrations(self.settings.database_url)
-        self.svc = build_service(self.settings)
-        install_sweeper(self.svc.broker)
-        self.db = create_database(self.settings, null_pool=True)
-        self.storage, self.cache = self.svc.storage, cache
-        self.app = create_app(service=self.svc, run_worker=True, recover=True)
-
-    def template(self, user_id: uuid.UUID, frames: int) -> uuid.UUID:
-        source = demo_template(frames, self.cache)
-        return run(add_template(self.db, self.storage, user_id, source))  # type: ignore[no-any-return]
-
-
 @pytest.fixture
-def env(tmp_path: Path, template_cache: Path) -> Iterator[tuple[Env, Any]]:
-    e = Env(tmp_path, template_cache, chunk_frames=10)
+def env(tmp_path: Path, template_cache: Path) -> Iterator[tuple[RenderEnv, Any]]:
+    e = RenderEnv(tmp_path, template_cache, chunk_frames=10)
     with LiveServer(e.app) as server, client_for(server.url) as client:
         yield e, client
 
 
-def _h(key: str) -> dict[str, str]:
-    return {"X-API-Key": key}
+_h = api_key
 
 
 def _chunks(db: Database, render_id: str) -> list[RenderChunk]:
@@ -106,7 +87,7 @@ def _audio_seconds(path: Path) -> float:
         return samples / stream.codec_context.sample_rate
 
 
-def test_chunked_render_equals_single_render(env: tuple[Env, Any], tmp_path: Path) -> None:
+def test_chunked_render_equals_single_render(env: tuple[RenderEnv, Any], tmp_path: Path) -> None:
     e, c = env
     uid, key = run(add_user(e.db, "chunky"))
     tid = e.template(uid, frames=36)
@@ -163,7 +144,7 @@ def test_chunked_render_equals_single_render(env: tuple[Env, Any], tmp_path: Pat
     assert row.reserved_render_ms == 0 and row.reserved_storage_bytes == 0
 
 
-def test_short_render_is_not_split(env: tuple[Env, Any]) -> None:
+def test_short_render_is_not_split(env: tuple[RenderEnv, Any]) -> None:
     e, c = env
     uid, key = run(add_user(e.db, "short"))
     tid = e.template(uid, frames=36)
@@ -174,7 +155,7 @@ def test_short_render_is_not_split(env: tuple[Env, Any]) -> None:
     assert _chunks(e.db, rid) == []
 
 
-def test_cancel_stops_every_chunk_and_removes_their_files(env: tuple[Env, Any]) -> None:
+def test_cancel_stops_every_chunk_and_removes_their_files(env: tuple[RenderEnv, Any]) -> None:
     e, c = env
     uid, key = run(add_user(e.db, "canceller"))
     tid = e.template(uid, frames=150)
@@ -208,7 +189,7 @@ def test_cancel_stops_every_chunk_and_removes_their_files(env: tuple[Env, Any]) 
 
 
 def test_failed_chunk_fails_the_render_with_its_reason(
-    env: tuple[Env, Any], monkeypatch: pytest.MonkeyPatch
+    env: tuple[RenderEnv, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from jobs.actors import render_chunks as actors
     from renderer.errors import UnsupportedMedia
@@ -243,7 +224,7 @@ def test_failed_chunk_fails_the_render_with_its_reason(
     assert user.storage_used_bytes == 0
 
 
-def test_budget_exhausted_in_a_chunk_fails_the_render(env: tuple[Env, Any]) -> None:
+def test_budget_exhausted_in_a_chunk_fails_the_render(env: tuple[RenderEnv, Any]) -> None:
     from api.schemas.renders import RenderRequest
     from jobs.models import User
     from jobs.store.render_submission import submit_renders

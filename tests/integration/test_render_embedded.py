@@ -13,19 +13,17 @@ import av
 import pytest
 
 from api.schemas.renders import RenderRequest
-from jobs.db import create_database, run_migrations
 from jobs.models import JobStatus
 from jobs.models.render import Render
 from tests.conftest import load_fixtures_module
 from tests.integration.test_render_support import (
     LiveServer,
+    RenderEnv,
     add_asset,
     add_audio,
     add_template,
-    add_user,
+    api_key,
     client_for,
-    demo_template,
-    make_settings,
     render_body,
     render_row,
     run,
@@ -44,27 +42,10 @@ def template_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("render-templates")
 
 
-class Env:
+class Env(RenderEnv):
+    # One-piece renders here; chunked ones are covered by test_render_chunks.py.
     def __init__(self, tmp: Path, cache: Path, *, worker: bool = True) -> None:
-        from api.app import build_service, create_app
-        from jobs.actors.render_recovery import install_sweeper
-
-        # One-piece renders here; chunked ones are covered by test_render_chunks.py.
-        self.settings = make_settings(tmp, chunk_frames=0)
-        run_migrations(self.settings.database_url)
-        self.svc = build_service(self.settings)
-        install_sweeper(self.svc.broker)
-        # Test-side database access runs on its own event loops: no pooled connections.
-        self.db = create_database(self.settings, null_pool=True)
-        self.storage, self.cache = self.svc.storage, cache
-        self.app = create_app(service=self.svc, run_worker=worker, recover=worker)
-
-    def user(self, name: str, **kw: Any) -> tuple[uuid.UUID, str]:
-        return run(add_user(self.db, name, **kw))  # type: ignore[no-any-return]
-
-    def template(self, user_id: uuid.UUID, frames: int = 30) -> uuid.UUID:
-        source = demo_template(frames, self.cache)
-        return run(add_template(self.db, self.storage, user_id, source))  # type: ignore[no-any-return]
+        super().__init__(tmp, cache, chunk_frames=0, worker=worker)
 
 
 @pytest.fixture
@@ -82,8 +63,7 @@ def idle_env(tmp_path: Path, template_cache: Path) -> Iterator[tuple[Env, Any]]:
         yield e, client
 
 
-def _h(key: str) -> dict[str, str]:
-    return {"X-API-Key": key}
+_h = api_key
 
 
 def test_render_with_customisations_audio_and_ranged_download(env: tuple[Env, Any]) -> None:

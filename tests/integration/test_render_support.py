@@ -328,3 +328,37 @@ def client_for(url: str) -> Any:
     import httpx
 
     return httpx.Client(base_url=url, timeout=90)
+
+
+def api_key(key: str) -> dict[str, str]:
+    """The request header that authenticates as ``key``."""
+    return {"X-API-Key": key}
+
+
+class RenderEnv:
+    """An embedded-mode service (SQLite + in-process broker) for render tests.
+
+    ``worker=False`` runs no worker threads, so renders stay pending; ``chunk_frames=0``
+    renders in one piece.
+    """
+
+    def __init__(
+        self, tmp: Path, cache: Path, *, chunk_frames: int = 0, worker: bool = True
+    ) -> None:
+        from api.app import build_service, create_app
+        from jobs.db import create_database, run_migrations
+
+        self.settings = make_settings(tmp, chunk_frames=chunk_frames)
+        run_migrations(self.settings.database_url)
+        self.svc = build_service(self.settings)
+        # Test-side database access runs on its own event loops: no pooled connections.
+        self.db = create_database(self.settings, null_pool=True)
+        self.storage, self.cache = self.svc.storage, cache
+        self.app = create_app(service=self.svc, run_worker=worker, recover=worker)
+
+    def user(self, name: str, **kw: Any) -> tuple[uuid.UUID, str]:
+        return run(add_user(self.db, name, **kw))  # type: ignore[no-any-return]
+
+    def template(self, user_id: uuid.UUID, frames: int = 30) -> uuid.UUID:
+        source = demo_template(frames, self.cache)
+        return run(add_template(self.db, self.storage, user_id, source))  # type: ignore[no-any-return]
