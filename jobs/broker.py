@@ -8,7 +8,6 @@ services in one process) they are moved onto the new broker.
 from __future__ import annotations
 
 import importlib
-import logging
 from collections.abc import Iterable
 
 import dramatiq
@@ -17,8 +16,6 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 from jobs.settings import Settings
-
-log = logging.getLogger(__name__)
 
 LIBRARY_QUEUE = "library"
 RENDERS_QUEUE = "renders"
@@ -69,12 +66,7 @@ def setup_broker(settings: Settings) -> dramatiq.Broker:
 def load_actors() -> None:
     """Import the actor modules so their actors are declared on the global broker."""
     for module in ACTOR_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            log.warning("actor module %s is missing; its jobs will not run", module)
+        importlib.import_module(module)
 
 
 def start_embedded_worker(

@@ -14,6 +14,7 @@ from api.deps import AdminDep, SessionDep, SettingsDep
 from api.errors import BadRequest, Conflict, NotFound
 from api.schemas.common import ApiModel, MessageResponse, UtcDateTime, error_responses, examples
 from jobs.models import ApiKey, Asset, Audio, JobStatus, Template, User
+from jobs.models.render import Render
 from jobs.quota import MB
 from jobs.store import accounts
 
@@ -260,9 +261,5 @@ async def stats(session: SessionDep) -> dict[str, Any]:
         "audio": await by_status(Audio),
         "assets": await by_status(Asset),
     }
-    from jobs.models import render as render_models
-
-    render_cls = getattr(render_models, "Render", None)
-    if render_cls is not None:
-        result["renders"] = await by_status(render_cls)
+    result["renders"] = await by_status(Render)
     return result

@@ -447,6 +447,7 @@ async def test_admin_manages_users_keys_and_quotas(embedded: Embedded) -> None:
     assert [u["name"] for u in users] == ["alice"]
     stats = (await c.get("/admin/stats", headers=admin)).json()
     assert stats["users"] == 1 and stats["activeApiKeys"] == 2
+    assert {"templates", "audio", "assets", "renders"} <= set(stats)
     unknown = uuid.uuid4()
     assert (
         await c.patch(f"/admin/users/{unknown}", headers=admin, json={"quotaMB": 1})
