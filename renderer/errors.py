@@ -54,3 +54,17 @@ class RenderCancelled(RendererError):
     """``should_cancel`` answered True; partial output has been removed."""
 
     code = "cancelled"
+
+
+class LottieCrashed(UnsupportedMedia):
+    """A Lottie animation crashed its sandboxed engine process (or hit its memory or CPU
+    limit); the process was replaced and the service goes on."""
+
+    code = "lottie_crashed"
+
+
+class LottieTimedOut(UnsupportedMedia):
+    """A Lottie animation took longer than the sandbox's wall-time limit to load or draw a
+    frame; its engine process was killed."""
+
+    code = "lottie_timeout"

@@ -349,7 +349,7 @@ class LottieInfo:
     ``in_frame``/``out_frame`` are Bodymovin's ``ip``/``op`` (the animation plays frames
     ``[in_frame, out_frame)`` at ``fps``); ``text_layers`` are the names (``nm``) of its text
     layers, the keys a ``lottieText`` customisation may set; ``images`` the external image
-    files it draws, resolved."""
+    files it draws, resolved; ``warnings`` what Velocity ignores in it (expressions, sound)."""
 
     width: float
     height: float
@@ -358,6 +358,7 @@ class LottieInfo:
     out_frame: float
     text_layers: tuple[str, ...]
     images: tuple[Path, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def frame_count(self) -> float:
@@ -413,40 +414,6 @@ def lottie_text_layers(doc: dict[str, object]) -> tuple[str, ...]:
     return tuple(lottie_texts(doc))
 
 
-def _lottie_images(doc: dict[str, object], path: Path, root: Path, label: str) -> tuple[Path, ...]:
-    """Resolve and probe the external image files the animation draws. They must stay inside
-    ``root``: the engine would otherwise read any image on the server into the video."""
-    found: list[Path] = []
-    assets = doc.get("assets")
-    for asset in assets if isinstance(assets, list) else []:
-        if not isinstance(asset, dict) or "layers" in asset or "p" not in asset:
-            continue
-        name = asset.get("p")
-        folder = asset.get("u", "")
-        if not isinstance(name, str) or not isinstance(folder, str):
-            raise UnsupportedMedia(f"{label}: image asset '{asset.get('id')}' has no usable path")
-        if asset.get("e") == 1 or name.startswith("data:"):
-            continue  # embedded; the engine decodes it from the JSON
-        if "\\" in folder + name or "\x00" in folder + name or name.startswith(("/", "http")):
-            raise UnsupportedMedia(
-                f"{label}: image asset '{asset.get('id')}' path {folder + name!r} must be "
-                "relative to the animation (like 'images/img_0.png')"
-            )
-        if folder.startswith(("/", "http")):
-            raise UnsupportedMedia(
-                f"{label}: image asset '{asset.get('id')}' folder {folder!r} must be relative"
-            )
-        target = (path.parent / folder / name).resolve()
-        shown = f"{folder}{name}"
-        if not target.is_relative_to(root.resolve()):
-            raise UnsupportedMedia(f"{label}: image {shown!r} leads outside the template folder")
-        if not target.is_file():
-            raise UnsupportedMedia(f"{label}: image {shown!r} is missing")
-        probe_image(target, shown)
-        found.append(target)
-    return tuple(found)
-
-
 def read_lottie(
     path: Path, name: str | None = None, root: Path | None = None
 ) -> tuple[dict[str, object], LottieInfo]:
@@ -458,12 +425,15 @@ def read_lottie(
         root: the folder its external images must stay inside (default the file's folder).
 
     Returns:
-        The parsed document and what it describes.
+        The parsed document, made safe for the engine by ``renderer.lottie_doc`` (no
+        expressions, images inlined as data URIs, sound and data assets removed), and what it
+        describes.
 
     Raises:
         UnsupportedMedia: not UTF-8 JSON (with line and column), not a Lottie animation (no
-            size, frame rate, frame range or layers), too large, or an image it names is
-            missing, outside ``root`` or not a readable image.
+            size, frame rate, frame range or layers), too large, or refused by
+            ``sanitize_lottie`` (cyclic or too deep precomps, an asset that is not a valid
+            data URI or leads outside ``root``, an image missing or unreadable).
     """
     import json
 
@@ -503,7 +473,9 @@ def read_lottie(
         )
     if not isinstance(doc.get("layers"), list):
         raise UnsupportedMedia(f"{label}: not a Lottie animation: 'layers' must be an array")
-    images = _lottie_images(doc, path, root if root is not None else path.parent, label)
+    from renderer.lottie_doc import sanitize_lottie
+
+    safe = sanitize_lottie(doc, path, root if root is not None else path.parent, label)
     info = LottieInfo(
         width=width,
         height=height,
@@ -511,21 +483,24 @@ def read_lottie(
         in_frame=in_frame,
         out_frame=out_frame,
         text_layers=lottie_text_layers(doc),
-        images=images,
+        images=safe.images,
+        warnings=safe.warnings,
     )
-    return doc, info
+    return safe.doc, info
 
 
 def probe_lottie(path: Path, name: str | None = None, root: Path | None = None) -> LottieInfo:
     """Check that ``path`` is a Lottie animation the renderer can draw: ``read_lottie``'s
-    checks, then the Lottie engine must load it.
+    checks, then sample frames (first, last, middle and a few more) drawn in the sandbox.
 
     Raises:
         UnsupportedMedia: as ``read_lottie``, or the engine refuses the animation or is not
             installed.
+        LottieCrashed / LottieTimedOut: drawing a sample frame crashed the sandboxed engine
+            or overran its time limit.
     """
-    from renderer.layers.lottie import check_engine_loads
+    from renderer.layers.lottie import check_lottie_draws
 
     doc, info = read_lottie(path, name, root)
-    check_engine_loads(doc, _label(path, name))
+    check_lottie_draws(doc, info, _label(path, name))
     return info

@@ -60,7 +60,11 @@ def output_times(
 
 
 def _layer_plans(
-    loaded: LoadedTemplate, size: tuple[int, int], f0: int, f1: int
+    loaded: LoadedTemplate,
+    size: tuple[int, int],
+    f0: int,
+    f1: int,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> list[LayerPlan]:
     width, height = size
     tpl = loaded.template
@@ -73,7 +77,7 @@ def _layer_plans(
                 continue  # never on screen in this range: do not even open its media
             box = layer.box or Box(x=0, y=0, w=tpl.width, h=tpl.height)
             bw, bh = max(1, round(box.w * rx)), max(1, round(box.h * ry))
-            ctx = SourceContext(loaded, bw, bh, min(rx, ry), width, height)
+            ctx = SourceContext(loaded, bw, bh, min(rx, ry), width, height, should_cancel)
             source = open_source(layer, ctx)
             plans.append(
                 LayerPlan(
@@ -283,7 +287,7 @@ def render(
     compositor: Compositor | None = None
     mixer: _AudioThread | None = None
     try:
-        plans = _layer_plans(loaded, (width, height), f0, f1)
+        plans = _layer_plans(loaded, (width, height), f0, f1, should_cancel)
         compositor = Compositor(width, height, tpl.background, plans, fps_t)
         for index, (layer_times, mode) in compositor.schedule(times).items():
             source = plans[index].source

@@ -35,6 +35,7 @@ class SourceContext:
     the output size, so sources draw at that size). ``scale`` is output size over template
     size (the smaller of the two axes), for pixel quantities such as radii and font sizes.
     ``canvas_w``/``canvas_h`` let a video source tell whether it covers the whole frame.
+    ``should_cancel`` is the render's cancel check (None for previews).
     """
 
     loaded: LoadedTemplate
@@ -43,6 +44,9 @@ class SourceContext:
     scale: float
     canvas_w: int
     canvas_h: int
+    # Polled by sources that wait on another process (the Lottie sandbox), so cancel is
+    # honoured while one frame is still being drawn.
+    should_cancel: Callable[[], bool] | None = None
 
 
 @runtime_checkable

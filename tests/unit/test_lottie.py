@@ -31,6 +31,7 @@ from renderer.layers.lottie import LottieSource, replace_text
 from renderer.loader import load_template, load_template_from_dict
 from renderer.manifest import build_manifest
 from renderer.model import CustomizationEntry, LoadedTemplate
+from renderer import sandbox
 from renderer.probe import probe_lottie, read_lottie
 from renderer.render import render
 
@@ -307,7 +308,7 @@ def test_images_of_the_animation_are_drawn(tmp_path: Path, fixtures_module: Modu
 @pytest.mark.parametrize(
     ("folder", "message"),
     [
-        ("../../", "leads outside the template folder"),
+        ("../../", "must be relative to the animation, inside the template"),
         ("/etc/", "must be relative"),
         ("images/", "'images/missing.png' is missing"),
     ],
@@ -328,7 +329,7 @@ def test_without_the_engine_lottie_layers_are_refused_clearly(
 ) -> None:
     fixtures_module.make_lottie(tmp_path / "lottie/s.json")
     monkeypatch.setitem(sys.modules, "thorvg_python", None)  # makes the import fail
-    monkeypatch.setattr(lottie_module, "_STATE", lottie_module._State())
+    monkeypatch.setattr(sandbox, "_POOL", sandbox._Pool())
     with pytest.raises(InvalidTemplate) as info:
         load_template_from_dict(_template_data(), tmp_path)
     assert str(info.value) == (
