@@ -8,10 +8,13 @@ CLI or the app factory builds one ``Settings()`` and hands it to whoever needs i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from renderer.sandbox import SandboxLimits
 
 GIB = 1024**3
 
@@ -47,6 +50,13 @@ class Settings(BaseSettings):
     # Renders longer than this many output frames are split into chunks rendered in
     # parallel and joined without re-encoding; 0 renders everything in one piece.
     chunk_frames: int = Field(default=900, ge=0)
+    # The Lottie sandbox (renderer.sandbox): each animation draws in a child process with
+    # these limits; a file that overruns them fails with lottie_timeout / lottie_crashed.
+    lottie_frame_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    lottie_load_timeout_s: float = Field(default=20.0, gt=0, le=600)
+    lottie_cpu_s: float = Field(default=10.0, ge=1, le=3600)
+    lottie_memory_mb: int = Field(default=1024, ge=0, le=1024 * 1024)
+    lottie_pool: int = Field(default=2, ge=0, le=64)
 
     @field_validator("broker_url", "admin_key", mode="before")
     @classmethod
@@ -55,6 +65,18 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    def lottie_limits(self) -> SandboxLimits:
+        """The Lottie sandbox's limits, for ``renderer.sandbox.configure``."""
+        from renderer.sandbox import SandboxLimits
+
+        return SandboxLimits(
+            frame_timeout_s=self.lottie_frame_timeout_s,
+            load_timeout_s=self.lottie_load_timeout_s,
+            cpu_s=self.lottie_cpu_s,
+            memory_mb=self.lottie_memory_mb,
+            pool=self.lottie_pool,
+        )
 
     @property
     def embedded(self) -> bool:

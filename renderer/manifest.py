@@ -15,7 +15,8 @@ def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
     layers (id, type, in/out frames, box in composition pixels, the customisable properties,
     the asset kind that may replace its media, current values of customisable properties;
     for a lottie layer ``defaults.lottieText`` maps each text layer name in its animation to
-    its text) and audio tracks (id or null, src, replaceable) and font names.
+    its text, and ``warnings`` lists what Velocity ignores in it: expressions, sound) and
+    audio tracks (id or null, src, replaceable) and font names.
 
     Raises:
         UnsupportedMedia: a lottie file is no longer readable (the loader checked it).
@@ -29,14 +30,16 @@ def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
     for layer in template.layers:
         box = layer.box
         defaults: dict[str, Any] = {"visible": layer.visible}
+        extra: dict[str, Any] = {}
         if isinstance(layer, TextLayer):
             defaults.update(text=layer.text, color=layer.color)
         elif isinstance(layer, SolidLayer):
             defaults["color"] = layer.color
         elif isinstance(layer, LottieLayer):
             # The keys a lottieText customisation may set, with the texts they replace.
-            doc, _ = read_lottie(loaded.path(layer.src), layer.src, loaded.root)
+            doc, info = read_lottie(loaded.path(layer.src), layer.src, loaded.root)
             defaults["lottieText"] = lottie_texts(doc)
+            extra["warnings"] = list(info.warnings)
         layers.append(
             {
                 "id": layer.id,
@@ -52,6 +55,7 @@ def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
                 "customizable": customizable_properties(layer.type),
                 "assetKind": asset_kind_for_layer(layer),
                 "defaults": defaults,
+                **extra,
             }
         )
     return {

@@ -53,7 +53,11 @@ _local = threading.local()
 
 
 def configure(settings: Settings) -> None:
-    """Set the settings every actor in this process uses (call before workers start)."""
+    """Set the settings every actor in this process uses (call before workers start), and
+    the Lottie sandbox's limits for the renderer in this process (renders and previews)."""
+    from renderer import sandbox
+
+    sandbox.configure(settings.lottie_limits())
     with _lock:
         generation = (_configs[0].generation + 1) if _configs else 1
         storage = Storage(settings.storage_dir)

@@ -131,8 +131,8 @@ class LottieSource:
     ) -> None:
         """Args: the parsed, sanitised (and customised) document and its ``LottieInfo``; the
         box in output pixels; ``speed`` and ``loop`` of the layer; the template's ``fonts`` to
-        offer its text layers (after DejaVu Sans, the fallback); ``label`` for messages; ``should_cancel``, polled
-        while the sandbox draws.
+        offer its text layers (after DejaVu Sans, the fallback); ``label`` for messages;
+        ``should_cancel``, polled while the sandbox draws.
 
         Raises:
             UnsupportedMedia: the engine is unavailable or refuses the animation.

@@ -18,6 +18,7 @@ import av
 import numpy as np
 import pytest
 
+from renderer import sandbox
 from renderer.customize import (
     apply_customizations,
     lottie_text_layers,
@@ -31,7 +32,6 @@ from renderer.layers.lottie import LottieSource, replace_text
 from renderer.loader import load_template, load_template_from_dict
 from renderer.manifest import build_manifest
 from renderer.model import CustomizationEntry, LoadedTemplate
-from renderer import sandbox
 from renderer.probe import probe_lottie, read_lottie
 from renderer.render import render
 
