@@ -222,6 +222,7 @@ async def process_template_job(db: Database, storage: Storage, job_id: uuid.UUID
     try:
         from renderer.archive import safe_extract
         from renderer.errors import InvalidTemplate
+        from renderer.layers.lottie import check_template_lotties
         from renderer.loader import load_template
         from renderer.manifest import build_manifest
 
@@ -249,6 +250,9 @@ async def process_template_job(db: Database, storage: Storage, job_id: uuid.UUID
         doing = "analyzing data.json and its files"
         await _set_stage(db, job_id, "analyzing")
         loaded = load_template(workdir)
+        # Sample frames of each Lottie drawn in the sandbox: a file that crashes or hangs
+        # the engine is refused here, not at its first render.
+        check_template_lotties(loaded)
         manifest = build_manifest(loaded)
         definition = loaded.template.model_dump(mode="json", by_alias=True)
         name = loaded.template.name or None

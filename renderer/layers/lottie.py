@@ -26,11 +26,18 @@ import numpy as np
 
 from renderer.errors import InvalidCustomization
 from renderer.layers.base import Rgba, SourceContext
-from renderer.model import Layer, LottieLayer
+from renderer.model import Layer, LoadedTemplate, LottieLayer
 from renderer.probe import LottieInfo, lottie_layer_lists, read_lottie
 from renderer.sandbox import ENGINE_PACKAGE, LottieProcess, engine_unavailable_reason
 
-__all__ = ["ENGINE_PACKAGE", "LottieSource", "check_lottie_draws", "engine_unavailable_reason"]
+__all__ = [
+    "ENGINE_PACKAGE",
+    "LottieSource",
+    "check_lottie_draws",
+    "check_lottie_loads",
+    "check_template_lotties",
+    "engine_unavailable_reason",
+]
 
 _LOTTIE_TEXT = 5
 # Frame numbers from k / fps land a hair off integers; a hold keyframe at an integer frame
@@ -40,6 +47,16 @@ _EPS_FRAME = 1e-6
 # of the engine, cheap enough to run at every upload.
 _CHECK_SIDE = 256
 _CHECK_FRAMES = 8
+
+
+def check_lottie_loads(doc: Mapping[str, Any], info: LottieInfo, label: str) -> None:
+    """Load ``doc`` into the engine in the sandbox and stop it again (every template load).
+
+    Raises:
+        UnsupportedMedia: the engine is unavailable or refuses the animation.
+        LottieCrashed / LottieTimedOut: loading it crashed the engine or overran.
+    """
+    LottieSource(doc, info, _CHECK_SIDE, _CHECK_SIDE, label=label).close()
 
 
 def check_lottie_draws(doc: Mapping[str, Any], info: LottieInfo, label: str) -> None:
@@ -54,13 +71,28 @@ def check_lottie_draws(doc: Mapping[str, Any], info: LottieInfo, label: str) -> 
     try:
         total = source.total_frames
         count = max(1, min(_CHECK_FRAMES, math.ceil(total)))
-        numbers = sorted(
-            {min(total - 1, max(0.0, (total - 1) * i / max(1, count - 1))) for i in range(count)}
-        )
-        for number in numbers:
+        last = max(0.0, total - 1)
+        numbers = {last * i / max(1, count - 1) for i in range(count)} | {last / 2}
+        for number in sorted(numbers):
             source.draw(number)
     finally:
         source.close()
+
+
+def check_template_lotties(loaded: LoadedTemplate) -> None:
+    """Draw sample frames of every lottie layer's animation in the sandbox (the template
+    upload's last check, so what is accepted renders).
+
+    Raises:
+        UnsupportedMedia: naming the file, as ``check_lottie_draws``.
+        LottieCrashed / LottieTimedOut: a sample frame crashed the engine or overran.
+    """
+    seen: set[str] = set()
+    for layer in loaded.template.layers:
+        if isinstance(layer, LottieLayer) and layer.src not in seen:
+            seen.add(layer.src)
+            doc, info = read_lottie(loaded.path(layer.src), layer.src, loaded.root)
+            check_lottie_draws(doc, info, layer.src)
 
 
 def _fonts_for(doc: Mapping[str, Any], fonts: Sequence[Path]) -> list[Path]:

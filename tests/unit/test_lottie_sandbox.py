@@ -24,10 +24,10 @@ from renderer.errors import (
     RenderCancelled,
     UnsupportedMedia,
 )
-from renderer.layers.lottie import LottieSource
+from renderer.layers.lottie import LottieSource, check_template_lotties
 from renderer.loader import load_template_from_dict
 from renderer.manifest import build_manifest
-from renderer.probe import probe_lottie, read_lottie
+from renderer.probe import read_lottie
 from renderer.sandbox import LottieProcess, SandboxLimits
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "hostile_lottie.py"
@@ -167,7 +167,8 @@ def test_expressions_are_stripped_and_reported(tmp_path: Path, hostile: ModuleTy
     assert "x" not in cleaned["layers"][0]["ks"]["o"]
     assert cleaned["layers"][0]["masksProperties"][0]["x"] == {"a": 0, "k": 0}
     assert info.warnings == ("1 expression(s) ignored: Velocity draws the keyframed values",)
-    loaded = load_template_from_dict(_template(), tmp_path)  # draws sample frames: no hang
+    loaded = load_template_from_dict(_template(), tmp_path)
+    check_template_lotties(loaded)  # draws sample frames: no hang
     layer = build_manifest(loaded)["layers"][0]
     assert layer["warnings"] == list(info.warnings)
 
@@ -276,15 +277,32 @@ def test_the_child_runs_under_rlimits(hostile: ModuleType) -> None:
 def test_validation_draws_frames_in_the_sandbox(
     tmp_path: Path, hostile: ModuleType, patient: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # With the precomp check switched off, the cyclic file reaches the engine at upload and
-    # crashes it there, in the sandbox: refused, and this process carries on.
+    # With the precomp check switched off, the cyclic file reaches the engine at upload: it
+    # loads, and drawing its first sample frame crashes the engine in the sandbox: refused,
+    # and this process carries on.
     monkeypatch.setattr(lottie_doc, "_check_precomps", lambda *_: None)
-    path = _write(tmp_path, hostile.cyclic_precomps())
-    with pytest.raises(LottieCrashed, match="crashed the Lottie engine at frame 0"):
-        probe_lottie(path, "lottie/s.json")
-    with pytest.raises(InvalidTemplate, match="lottie/s.json: the animation crashed"):
-        load_template_from_dict(_template(), tmp_path)
+    _write(tmp_path, hostile.cyclic_precomps())
+    loaded = load_template_from_dict(_template(), tmp_path)
+    with pytest.raises(InvalidTemplate, match="^lottie/s.json: the animation crashed") as info:
+        check_template_lotties(loaded)
+    assert isinstance(info.value, LottieCrashed) and "at frame 0 (SIGSEGV)" in str(info.value)
     _draws_plain(hostile)
+
+
+def test_sample_frames_span_the_animation(
+    tmp_path: Path, hostile: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[float] = []
+    real = LottieSource.draw
+
+    def spy(self: LottieSource, number: float) -> Any:
+        drawn.append(number)
+        return real(self, number)
+
+    monkeypatch.setattr(LottieSource, "draw", spy)
+    _write(tmp_path, hostile.plain())
+    check_template_lotties(load_template_from_dict(_template(), tmp_path))
+    assert drawn[0] == 0 and drawn[-1] == 9 and 4.5 in drawn and len(drawn) == 9
 
 
 def test_sources_from_a_crashed_file_fail_and_others_keep_drawing(
