@@ -1,6 +1,6 @@
 """The Lottie sandbox's child: one animation drawn by ThorVG, outside the service's processes.
 
-Run as a script by ``renderer.sandbox`` (``python lottie_child.py LIBTHORVG MEMORY_MB CPU_S``),
+Run as a script by ``renderer.sandbox`` (``lottie_child.py LIBTHORVG MEMORY_MB CPU_S CANVAS_FD``),
 never imported by the service. It uses only the standard library and ctypes, so the memory
 limit set here bounds little more than the engine itself. The limits are set before the first
 untrusted byte is read: address space (``RLIMIT_AS``), no core files, no files written, and a
@@ -11,8 +11,9 @@ Protocol on stdin/stdout, every message a 4-byte big-endian length and that many
 * child: ``{"ready": true}`` once the engine is up.
 * parent: ``{"cmd": "load", "w": W, "h": H, "fonts": [paths]}`` then the Lottie JSON;
   child: ``{"ok": true, "total": frames}`` or ``{"ok": false, "error": text}``.
-* parent: ``{"cmd": "frame", "n": number}``; child: ``{"ok": true}`` then W*H*4 bytes of
-  premultiplied RGBA, or ``{"ok": false, "error": text}``.
+* parent: ``{"cmd": "frame", "n": number}``; child: ``{"ok": true}`` once the frame is in
+  the shared canvas (the memfd CANVAS_FD, W*H*4 bytes of premultiplied RGBA, sized and sealed
+  by the parent before ``load``), or ``{"ok": false, "error": text}``.
 
 The parent enforces wall time, kills the process on a hang, a crash or cancel, and treats
 every byte it receives as untrusted.
@@ -24,6 +25,7 @@ import contextlib
 import ctypes
 import json
 import math
+import mmap
 import resource
 import struct
 import sys
@@ -63,11 +65,9 @@ def _read(stream: BinaryIO) -> bytes | None:
     return data if len(data) == size else None
 
 
-def _write(stream: BinaryIO, payload: dict[str, Any], extra: bytes | memoryview = b"") -> None:
+def _write(stream: BinaryIO, payload: dict[str, Any]) -> None:
     data = json.dumps(payload).encode()
     stream.write(struct.pack(">I", len(data)) + data)
-    if extra:
-        stream.write(extra)
     stream.flush()
 
 
@@ -99,7 +99,7 @@ def _bind(lib: ctypes.CDLL) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    lib_path, memory_mb, cpu_s = argv[1], int(argv[2]), float(argv[3])
+    lib_path, memory_mb, cpu_s, canvas_fd = argv[1], int(argv[2]), float(argv[3]), int(argv[4])
     _limit(resource.RLIMIT_CORE, 0)
     _limit(resource.RLIMIT_FSIZE, 0)
     if memory_mb > 0:
@@ -140,7 +140,9 @@ def main(argv: list[str]) -> int:
             total = ctypes.c_float()
             tvg["total"](anim, ctypes.byref(total))
             tvg["set_size"](picture, float(width), float(height))
-            buffer = (ctypes.c_uint32 * (width * height))()
+            # The parent sized (and sealed) the shared canvas before sending this command.
+            shared = mmap.mmap(canvas_fd, width * height * 4)
+            buffer = (ctypes.c_uint32 * (width * height)).from_buffer(shared)
             canvas = tvg["canvas"](0)
             result = tvg["target"](canvas, buffer, width, width, height, _ABGR8888)
             if result == _SUCCESS:
@@ -157,9 +159,9 @@ def main(argv: list[str]) -> int:
             tvg["update"](canvas)
             tvg["draw"](canvas, True)
             tvg["sync"](canvas)
-            # Native uint32 words a << 24 | b << 16 | g << 8 | r are R, G, B, A bytes on the
-            # little-endian hosts ThorVG's wheels are built for.
-            _write(stdout, {"ok": True}, memoryview(buffer).cast("B"))
+            # The pixels are in the shared canvas: native uint32 words a << 24 | b << 16 |
+            # g << 8 | r, which are R, G, B, A bytes on little-endian hosts.
+            _write(stdout, {"ok": True})
         else:
             _write(stdout, {"ok": False, "error": "unexpected command"})
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import importlib.util
 import json
+import mmap
 import os
 import selectors
 import signal
@@ -60,7 +62,7 @@ class _Pool:
     def __init__(self) -> None:
         self.limits = SandboxLimits()
         self._lock = threading.Lock()
-        self._idle: list[subprocess.Popen[bytes]] = []
+        self._idle: list[_Child] = []
         self._library: str | None = None
         self._library_error: str | None = None
 
@@ -92,26 +94,35 @@ class _Pool:
             raise UnsupportedMedia(self._library_error or "the Lottie engine is unavailable")
         return self._library
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self) -> _Child:
         limits = self.limits
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-I",  # no PYTHON* variables, user site or script folder on the path
-                str(_CHILD),
-                self.library(),
-                str(limits.memory_mb),
-                repr(limits.cpu_s),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd="/",
-            close_fds=True,
-            start_new_session=True,  # a terminal's Ctrl-C goes to the service, not here
-        )
+        # The canvas: shared memory the child draws into, sized and sealed at load.
+        fd = os.memfd_create("velocity-lottie", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-I",  # no PYTHON* variables, user site or script folder on the path
+                    str(_CHILD),
+                    self.library(),
+                    str(limits.memory_mb),
+                    repr(limits.cpu_s),
+                    str(fd),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                cwd="/",
+                close_fds=True,
+                pass_fds=(fd,),
+                start_new_session=True,  # a terminal's Ctrl-C goes to the service, not here
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+        return _Child(proc, fd)
 
-    def take(self) -> tuple[subprocess.Popen[bytes], SandboxLimits]:
+    def take(self) -> tuple[_Child, SandboxLimits]:
         """A started child (from the pool when one is idle) and the limits it runs under."""
         self.library()
         with self._lock:
@@ -120,7 +131,7 @@ class _Pool:
             # Refill now: a child boots (interpreter + engine) while this one is used.
             while len(self._idle) < limits.pool:
                 self._idle.append(self._spawn())
-        if proc is None or proc.poll() is not None:
+        if proc is None or proc.proc.poll() is not None:
             if proc is not None:
                 _reap(proc)
             proc = self._spawn()
@@ -164,7 +175,14 @@ def engine_unavailable_reason() -> str | None:
     return None
 
 
-def _reap(proc: subprocess.Popen[bytes]) -> None:
+@dataclass
+class _Child:
+    proc: subprocess.Popen[bytes]
+    fd: int  # the memfd shared with it; -1 once closed
+
+
+def _reap(child: _Child) -> None:
+    proc = child.proc
     with contextlib.suppress(OSError):
         proc.kill()
     for stream in (proc.stdin, proc.stdout):
@@ -173,6 +191,10 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
                 stream.close()
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
+    if child.fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(child.fd)
+        child.fd = -1
 
 
 class _Gone(Exception):
@@ -212,10 +234,22 @@ class LottieProcess:
         self.width, self.height = width, height
         self._label = label
         self._cancel = should_cancel
-        self._proc, self._limits = _POOL.take()
+        self._child, self._limits = _POOL.take()
+        self._proc = self._child.proc
         self._closed = False
+        self._canvas: mmap.mmap | None = None
         self.total = 0.0
         try:
+            size = width * height * 4
+            os.ftruncate(self._child.fd, size)
+            # Sealed at its size: a child that went rogue cannot shrink the file under our
+            # mapping (reading past its end would be a SIGBUS here).
+            fcntl.fcntl(
+                self._child.fd,
+                fcntl.F_ADD_SEALS,
+                fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL,
+            )
+            self._canvas = mmap.mmap(self._child.fd, size, prot=mmap.PROT_READ)
             deadline = time.monotonic() + self._limits.load_timeout_s
             ready = self._reply(deadline, "start")
             if not ready.get("ready"):
@@ -256,15 +290,20 @@ class LottieProcess:
                 f"({_text(answer.get('error'))})"
             )
         view = memoryview(out).cast("B")
-        if view.nbytes != self.width * self.height * 4:
+        canvas = self._canvas
+        if canvas is None or view.nbytes != len(canvas):
             raise ValueError("frame buffer has the wrong size")
-        self._read_into(view, deadline, what)
+        with memoryview(canvas) as pixels:
+            view[:] = pixels
 
     def close(self) -> None:
         """Stop the child (children are single-use). Safe to call twice."""
         if not self._closed:
             self._closed = True
-            _reap(self._proc)
+            _reap(self._child)
+        canvas, self._canvas = self._canvas, None
+        if canvas is not None:
+            canvas.close()
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -333,14 +372,13 @@ class LottieProcess:
 
     def _crashed(self, what: str) -> LottieCrashed:
         proc = self._proc
-        self._closed = True
         with contextlib.suppress(OSError):
             proc.kill()
         try:
             code = proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             code = None
-        _reap(proc)
+        self.close()
         limits = self._limits
         if code is not None and code < 0 and -code == signal.SIGXCPU:
             detail = f"used more than {limits.cpu_s:g} s of CPU at {what}"

@@ -262,6 +262,10 @@ def test_the_child_runs_under_rlimits(hostile: ModuleType) -> None:
         process = LottieProcess(_raw(hostile.plain()), 64, 64, label="plain")
         try:
             limits = Path(f"/proc/{process._proc.pid}/limits").read_text()
+            # The shared canvas is sealed at its size: the child cannot shrink it under the
+            # parent's mapping.
+            with pytest.raises(PermissionError):
+                os.ftruncate(process._child.fd, 0)
         finally:
             process.close()
     finally:
