@@ -17,6 +17,8 @@ previews and renders all hand the engine the same checked, self-contained JSON:
   Velocity inside the template folder (no absolute paths, ``..`` or links leading out) and
   rewritten as data URIs. Sound and data ("footage") assets are removed and listed as ignored.
   Embedded fonts must be ``data:font/...;base64,`` URIs; any other font path is dropped.
+* **Effects** the engine cannot draw are listed as ignored; a Fill effect on a masked layer
+  (which the engine spreads over the whole layer) is removed.
 * **Nesting** of the JSON itself is bounded (``MAX_JSON_DEPTH``).
 """
 
@@ -39,6 +41,9 @@ MAX_JSON_DEPTH = 200
 MAX_EMBEDDED_BYTES = 16 * 1024 * 1024  # one decoded image or font
 MAX_INLINED_BYTES = 64 * 1024 * 1024  # all images of one animation, after inlining
 _PRECOMP, _IMAGE, _AUDIO = 0, 2, 6
+_FX_FIRST_VISUAL = 20  # lower effect types are expression controls (slider, checkbox...)
+_FX_FILL = 21
+_FX_DRAWN = {20, 21, 23, 25, 29}  # Tint, Fill, Tritone, Drop Shadow, Gaussian Blur
 _AUDIO_SUFFIXES = (".mp3", ".wav", ".aac", ".m4a", ".ogg", ".flac")
 _DATA_SUFFIXES = (".json", ".csv", ".tsv", ".txt", ".mgjson")
 _IMAGE_URI = re.compile(r"data:image/([a-z0-9.+-]{1,20});base64,", re.IGNORECASE)
@@ -107,6 +112,7 @@ def sanitize_lottie(doc: dict[str, Any], path: Path, root: Path, label: str) -> 
     if assets is not None:
         doc["assets"] = kept
     _drop_audio_layers(doc)
+    warnings.extend(_check_effects(doc))
     _check_precomps(doc, by_id, label)
     _check_fonts(doc, label)
     return Sanitized(doc=doc, images=tuple(images), warnings=tuple(warnings))
@@ -285,6 +291,46 @@ def _check_precomps(doc: dict[str, Any], by_id: dict[str, dict[str, Any]], label
                 state[child] = 1
                 path.append(child)
                 iters.append(iter(children.get(child, [])))
+
+
+# --- effects ---------------------------------------------------------------------------------
+
+
+def _check_effects(doc: dict[str, Any]) -> list[str]:
+    """Drop layer effects the engine would draw wrongly and name every effect it ignores.
+
+    The engine draws Tint, Fill, Tritone, Drop Shadow and Gaussian Blur; expression controls
+    (sliders, checkboxes... types below 20) only feed expressions, which are removed. A Fill on
+    a masked layer is drawn over the whole layer instead of the mask, so it is removed: the
+    layer keeps its own colours rather than turning into a filled rectangle."""
+    notes: list[str] = []
+    for owner, layers in _layer_lists(doc):
+        for layer in layers:
+            effects = layer.get("ef") if isinstance(layer, dict) else None
+            if not isinstance(effects, list):
+                continue
+            name = layer.get("nm")
+            where = f"layer '{name}'" if isinstance(name, str) else "a layer"
+            if owner is not None:
+                where += f" of precomp '{owner}'"
+            kept: list[Any] = []
+            for effect in effects:
+                kind = effect.get("ty") if isinstance(effect, dict) else None
+                title = effect.get("nm") if isinstance(effect, dict) else None
+                shown = f"'{title}'" if isinstance(title, str) else f"of type {kind}"
+                if kind == _FX_FILL and layer.get("masksProperties"):
+                    notes.append(f"effect {shown} on masked {where} ignored (Fill on a mask)")
+                    continue
+                if (
+                    isinstance(kind, int)
+                    and not isinstance(kind, bool)
+                    and kind >= _FX_FIRST_VISUAL
+                    and kind not in _FX_DRAWN
+                ):
+                    notes.append(f"effect {shown} on {where} ignored (not supported)")
+                kept.append(effect)
+            layer["ef"] = kept
+    return notes
 
 
 # --- images ------------------------------------------------------------------------------------

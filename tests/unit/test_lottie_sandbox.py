@@ -4,6 +4,7 @@ expression cost one child process, and the next animation draws normally."""
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -327,3 +328,59 @@ def test_sources_from_a_crashed_file_fail_and_others_keep_drawing(
     finally:
         good.close()
         bad.close()
+
+
+def test_effects_the_engine_gets_wrong_are_dropped_and_reported(
+    tmp_path: Path, hostile: ModuleType
+) -> None:
+    doc = hostile.plain()
+    layer = doc["layers"][0]
+    layer["masksProperties"] = [{"mode": "a", "pt": {"a": 0, "k": {"i": [], "o": [], "v": []}}}]
+    layer["ef"] = [
+        {"ty": 21, "nm": "Fill", "ef": []},
+        {"ty": 0, "nm": "Slider Control", "ef": []},
+        {"ty": 26, "nm": "Radial Wipe", "ef": []},
+        {"ty": 29, "nm": "Blur", "ef": []},
+    ]
+    _write(tmp_path, doc)
+    cleaned, info = read_lottie(tmp_path / "lottie/s.json")
+    assert [e["nm"] for e in cleaned["layers"][0]["ef"]] == [
+        "Slider Control",
+        "Radial Wipe",
+        "Blur",
+    ]
+    assert info.warnings == (
+        "effect 'Fill' on masked layer 'box' ignored (Fill on a mask)",
+        "effect 'Radial Wipe' on layer 'box' ignored (not supported)",
+    )
+
+
+def test_an_embedded_font_is_drawn_by_every_source(
+    tmp_path: Path, fixtures_module: ModuleType
+) -> None:
+    # The engine once drew an embedded font at validation and a blank at the render after it
+    # (a second load in one process); each source now has a fresh engine of its own.
+    from renderer.text import DEFAULT_FONT
+
+    path = fixtures_module.make_lottie(tmp_path / "t.json", 200, 100, text="HELLO")
+    doc = json.loads(path.read_text())
+    serif = DEFAULT_FONT.with_name("DejaVuSerif-Bold.ttf").read_bytes()
+    doc["fonts"]["list"][0].update(
+        {"fName": "Embedded", "fPath": "data:font/ttf;base64," + base64.b64encode(serif).decode()}
+    )
+    doc["layers"][0]["t"]["d"]["k"][0]["s"]["f"] = "Embedded"
+    _write(tmp_path, doc, "embedded.json")
+
+    def ink(name: str) -> np.ndarray:
+        parsed, info = read_lottie(tmp_path / name)
+        source = LottieSource(parsed, info, 200, 100)
+        try:
+            frame = source.frame(0.0)
+            assert frame is not None
+            return frame[60:, :, 3] > 128  # the text's rows; the square is above them
+        finally:
+            source.close()
+
+    first, second, fallback = ink("embedded.json"), ink("embedded.json"), ink("t.json")
+    assert first.sum() > 100 and np.array_equal(first, second)
+    assert not np.array_equal(first, fallback)  # the embedded bold serif, not DejaVu Sans
