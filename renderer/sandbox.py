@@ -113,6 +113,7 @@ class _Pool:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 cwd="/",
+                env={},  # none of the service's secrets (database URL, admin key...)
                 close_fds=True,
                 pass_fds=(fd,),
                 start_new_session=True,  # a terminal's Ctrl-C goes to the service, not here

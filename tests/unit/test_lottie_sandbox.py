@@ -256,13 +256,15 @@ def test_cancel_kills_a_frame_that_is_still_being_drawn(hostile: ModuleType) -> 
         sandbox.configure(before)
 
 
-def test_the_child_runs_under_rlimits(hostile: ModuleType) -> None:
+def test_the_child_runs_under_rlimits_without_the_environment(hostile: ModuleType) -> None:
     before = sandbox.current_limits()
     sandbox.configure(SandboxLimits(memory_mb=768, cpu_s=7, pool=0))
     try:
         process = LottieProcess(_raw(hostile.plain()), 64, 64, label="plain")
         try:
             limits = Path(f"/proc/{process._proc.pid}/limits").read_text()
+            # None of the service's environment (database URL, admin key...) reaches it.
+            assert Path(f"/proc/{process._proc.pid}/environ").read_bytes() == b""
             # The shared canvas is sealed at its size: the child cannot shrink it under the
             # parent's mapping.
             with pytest.raises(PermissionError):
