@@ -386,3 +386,19 @@ def test_an_embedded_font_is_drawn_by_every_source(
     first, second, fallback = ink("embedded.json"), ink("embedded.json"), ink("t.json")
     assert first.sum() > 100 and np.array_equal(first, second)
     assert not np.array_equal(first, fallback)  # the embedded bold serif, not DejaVu Sans
+
+
+def test_the_memory_limit_stops_a_child_that_needs_more(hostile: ModuleType) -> None:
+    before = sandbox.current_limits()
+    sandbox.configure(SandboxLimits(memory_mb=160, pool=0))
+    try:
+        # A 7000 x 7000 canvas is 196 MB: more than the child may map.
+        with pytest.raises(LottieCrashed) as info:
+            LottieProcess(_raw(hostile.plain()), 7000, 7000, label="big.json")
+        assert str(info.value).startswith(
+            "big.json: the animation stopped the Lottie engine at load"
+        )
+        assert "160 MB memory limit" in str(info.value)
+        _draws_plain(hostile)
+    finally:
+        sandbox.configure(before)
