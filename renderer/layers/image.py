@@ -31,6 +31,9 @@ _EPS_S = 1e-6
 # them at 255, which turns all but the darkest 1/256 of the range pure white.
 _WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 _MAX_16 = 65535
+_GREY_16_TO_8 = ((np.arange(_MAX_16 + 1, dtype=np.uint32) * 255 + _MAX_16 // 2) // _MAX_16).astype(
+    np.uint8
+)
 
 
 def _to_rgba(img: Image.Image) -> Image.Image:
@@ -38,9 +41,11 @@ def _to_rgba(img: Image.Image) -> Image.Image:
     gray16 to RGB does), every other mode through Pillow's own conversion (palette with
     transparency, greyscale with alpha, CMYK with or without Adobe inversion)."""
     if img.mode in _WIDE_GREY_MODES:
-        wide = np.asarray(img).astype(np.int64)
-        grey = (np.clip(wide, 0, _MAX_16) * 255 + _MAX_16 // 2) // _MAX_16
-        return Image.fromarray(grey.astype(np.uint8), "L").convert("RGBA")
+        wide = np.asarray(img)
+        if wide.dtype != np.uint16:  # mode "I": 32-bit, holding 16-bit samples
+            wide = np.clip(wide, 0, _MAX_16).astype(np.uint16)
+        # A table lookup: one byte a pixel out, no wide temporaries for a large picture.
+        return Image.fromarray(_GREY_16_TO_8[wide], "L").convert("RGBA")
     return img.convert("RGBA")
 
 

@@ -366,3 +366,58 @@ def test_one_missing_file_keeps_the_short_reason(tmp_path: Path) -> None:
     with pytest.raises(InvalidTemplate, match=r"^Missing images/0\.png referenced by layer "
                        r"'img0' and layer 'again'$"):  # fmt: skip
         load_template_from_dict(data, tmp_path)
+
+
+# --- angles that are not a multiple of 90° ---------------------------------------------------
+
+
+def _matrix(degrees_ccw: float, hflip: bool = False) -> bytes:
+    """A display matrix as FFmpeg writes it (av_display_rotation_set, then an optional
+    mirror), for a turn of ``degrees_ccw`` counter-clockwise."""
+    import math
+    import struct
+
+    rad = math.radians(degrees_ccw)  # PyAV passes -degrees to av_display_rotation_set
+    c, s = math.cos(rad), math.sin(rad)
+    m = [c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0]
+    if hflip:
+        m[0], m[3] = -m[0], -m[3]
+    fixed = [round(v * (1 << 16)) for v in m[:8]] + [1 << 30]
+    return struct.pack("<9i", *fixed)
+
+
+@pytest.mark.parametrize(
+    ("degrees", "hflip", "orientation"),
+    [(0, False, 1), (90, False, 8), (180, False, 3), (-90, False, 6), (270, False, 6),
+     (90, True, 7), (-90, True, 5), (0, True, 2), (180, True, 4),
+     # Not a multiple of 90°: snapped to the nearest one, a 45° tie to the smaller turn.
+     (30, False, 1), (44, False, 1), (45, False, 1), (46, False, 8), (100, False, 8),
+     (150, False, 3), (-120, False, 6)],
+)  # fmt: skip
+def test_display_matrix_angles_snap_to_quarter_turns(
+    degrees: float, hflip: bool, orientation: int
+) -> None:
+    from renderer.orientation import from_display_matrix
+
+    assert from_display_matrix(_matrix(degrees, hflip)) == orientation
+
+
+def test_malformed_orientation_data_reads_as_upright() -> None:
+    from renderer.orientation import from_display_matrix, from_rotate_tag
+
+    assert from_display_matrix(b"\x00" * 36) == 1
+    assert from_display_matrix(b"\x01\x02") == 1
+    assert [from_rotate_tag(v) for v in ("90", "180", "270", "-90", "x", "nan", "1e999")] == [
+        6, 3, 8, 8, 1, 1, 1,
+    ]  # fmt: skip
+
+
+def test_broken_exif_orientation_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "odd.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 9  # out of range
+    Image.fromarray(RW.marker_image()).save(path, format="JPEG", quality=95, exif=exif.tobytes())
+    assert probe_image(path).orientation == 1
+    frame = ImageSource(path, 48, 32, fit="fill").frame(0.0)
+    assert frame is not None
+    assert_upright(frame, RW.CORNERS)
