@@ -8,7 +8,6 @@ its PNG/JPEG/GIF decoders and its swscale with accurate rounding), within 2 leve
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -74,22 +73,17 @@ def ffmpeg() -> str:
     return found
 
 
-def ffmpeg_frames(ffmpeg: str, path: Path, fmt: str = "rgba") -> np.ndarray:
+def ffmpeg_frames(ffmpeg: str, path: Path, size: tuple[int, int], fmt: str = "rgba") -> np.ndarray:
     """Every frame ffmpeg decodes from ``path`` (autorotated), frames x rows x columns x
-    channels, read at the size ffmpeg reports after rotation."""
-    probe = subprocess.run(
-        [ffmpeg, "-v", "error", "-sws_flags", SWS_FLAGS, "-i", str(path), "-frames:v", "1",
-         "-f", "image2pipe", "-c:v", "png", "-"],
-        capture_output=True, check=True,
-    ).stdout  # fmt: skip
-    with Image.open(io.BytesIO(probe)) as first:
-        width, height = first.size
+    channels; ``size`` is the (width, height) ffmpeg is expected to show it at."""
     raw = subprocess.run(
         [ffmpeg, "-v", "error", "-sws_flags", SWS_FLAGS, "-i", str(path),
          "-f", "rawvideo", "-pix_fmt", fmt, "-"],
         capture_output=True, check=True,
     ).stdout  # fmt: skip
     channels = 4 if fmt == "rgba" else 3
+    width, height = size
+    assert len(raw) % (width * height * channels) == 0, "ffmpeg shows it at another size"
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width, channels).astype(int)
 
 
@@ -188,8 +182,7 @@ def test_display_matrix_turns_video_like_ffmpeg(
     path = corpus[name]
     info = probe_video(path)
     assert ((info.width, info.height), info.orientation) == (size, orientation)
-    reference = ffmpeg_frames(ffmpeg, path)[0]
-    assert reference.shape[1::-1] == size  # ffmpeg turns it the same way
+    reference = ffmpeg_frames(ffmpeg, path, size)[0]  # ffmpeg turns it the same way
     src = VideoSource(path, *size, fit="fill")
     try:
         frame = src.frame(0.0)
@@ -243,8 +236,9 @@ def test_portrait_phone_video_fills_a_portrait_render_and_preview(
 )  # fmt: skip
 def test_image_pixel_formats_match_ffmpeg(corpus: dict[str, Path], ffmpeg: str, name: str) -> None:
     path = corpus[name]
-    reference = premultiplied(ffmpeg_frames(ffmpeg, path)[0])
-    height, width = reference.shape[:2]
+    with Image.open(path) as img:
+        width, height = img.size
+    reference = premultiplied(ffmpeg_frames(ffmpeg, path, (width, height))[0])
     src = ImageSource(path, width, height, fit="fill")
     ours = src.frame(0.0)
     assert ours is not None and ours.shape[:2] == (height, width)
@@ -273,7 +267,7 @@ _DISPOSED_TOP_LEFT = {  # frame 3's top-left after frame 2 (green there) is disp
 
 @pytest.mark.parametrize("name", list(_DISPOSED_TOP_LEFT))
 def test_gif_disposal_modes_match_ffmpeg(corpus: dict[str, Path], ffmpeg: str, name: str) -> None:
-    reference = premultiplied(ffmpeg_frames(ffmpeg, corpus[name]))
+    reference = premultiplied(ffmpeg_frames(ffmpeg, corpus[name], (16, 16)))
     src = ImageSource(corpus[name], 16, 16, fit="fill")
     assert src.frame_count == len(reference) == 3
     for index, ends_s in enumerate((0.05, 0.15, 0.25)):  # 100 ms a frame
@@ -296,8 +290,8 @@ def test_video_range_and_matrix_match_ffmpeg(
     corpus: dict[str, Path], ffmpeg: str, name: str, tmp_path: Path
 ) -> None:
     path = corpus[name]
-    reference = ffmpeg_frames(ffmpeg, path, "rgb24")[0]
-    height, width = reference.shape[:2]
+    height, width = RW.patch_image().shape[:2]
+    reference = ffmpeg_frames(ffmpeg, path, (width, height), "rgb24")[0]
     centres = RW.patch_centres()
 
     def worst(img: Any) -> int:
@@ -323,7 +317,7 @@ def test_video_range_and_matrix_match_ffmpeg(
     )  # fmt: skip
     out = tmp_path / "out.mp4"
     render(load_template(root), out, encoder=LOSSLESS)
-    assert worst(ffmpeg_frames(ffmpeg, out, "rgb24")[0]) <= TOLERANCE
+    assert worst(ffmpeg_frames(ffmpeg, out, (width, height), "rgb24")[0]) <= TOLERANCE
 
 
 # --- missing files -------------------------------------------------------------------------
