@@ -41,9 +41,10 @@ _UNSPECIFIED_COLORSPACE = 2
 # swscale's default scale+convert path tints greys by a couple of codes; accurate rounding
 # with full chroma interpolation keeps colours true for about 1 ms more per 360p frame.
 _RGB_SCALING = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
-# Without accurate rounding a BT.601 or full-range source converted to the output's limited
-# BT.709 drifts by 3-4 codes (measured against ffmpeg's own decode); with it, within 2.
-_YUV_SCALING = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+# The same flags for frames converted to the output's limited BT.709 planes: without accurate
+# rounding a BT.601 or full-range source drifts by 3-4 codes from ffmpeg's own decode (greys
+# by 2); with it alone, chroma bleeds a row further past a sharp edge; with both, within 2.
+_YUV_SCALING = _RGB_SCALING
 _BT709 = 1  # AVCOL_SPC_BT709
 _HD_LINES = 720
 _LIMITED_OR_UNTAGGED = (0, 1)  # AVCOL_RANGE_UNSPECIFIED, AVCOL_RANGE_MPEG
