@@ -171,6 +171,7 @@ _TURNED = {
     "rot180": ((48, 32), 3, _at(_Y, _B, _G, _R)),
     "rot-90": ((32, 48), 6, _at(_B, _R, _Y, _G)),  # 90° clockwise
     "rot90_mirrored": ((32, 48), 7, _at(_Y, _G, _B, _R)),
+    "rot-90_hevc": ((32, 48), 6, _at(_B, _R, _Y, _G)),
 }
 
 
