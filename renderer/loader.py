@@ -40,6 +40,8 @@ _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 # [...]"); they are not fields, so they are dropped from the path shown to the user.
 _UNION_LABELS = {"float", "int", "str", "bool", "none", "dict", "list"}
 _LAYER_TYPES = ("solid", "image", "video", "text", "lottie")
+# A refusal names this many missing files and counts the rest.
+MAX_MISSING_LISTED = 20
 
 
 def load_template(path: Path, workdir: Path | None = None) -> LoadedTemplate:
@@ -247,12 +249,12 @@ def format_validation_error(err: ValidationError, data: Mapping[str, Any]) -> st
 # --- referenced files ------------------------------------------------------------------------
 
 
-def check_relative_path(value: str, root: Path, owner: str) -> Path:
-    """Check a path from ``data.json``: relative, normalised, inside ``root`` and an
-    existing regular file. Returns the resolved file.
+def _resolve_relative(value: str, root: Path, owner: str) -> Path:
+    """Resolve a path from ``data.json`` after checking it is relative, normalised and stays
+    inside ``root``; whether it exists is the caller's question.
 
     Raises:
-        InvalidTemplate: naming ``owner`` (e.g. "layer 'logo'") and the path.
+        InvalidTemplate: naming ``owner`` and the path.
     """
     if not value:
         raise InvalidTemplate(f"{owner}: empty path")
@@ -273,22 +275,80 @@ def check_relative_path(value: str, root: Path, owner: str) -> Path:
     if not target.is_relative_to(base):
         # A symlink inside a template folder pointing elsewhere.
         raise InvalidTemplate(f"{owner}: path {value!r} leads outside the template folder")
+    return target
+
+
+def check_relative_path(value: str, root: Path, owner: str) -> Path:
+    """Check a path from ``data.json``: relative, normalised, inside ``root`` and an
+    existing regular file. Returns the resolved file.
+
+    Raises:
+        InvalidTemplate: naming ``owner`` (e.g. "layer 'logo'") and the path.
+    """
+    target = _resolve_relative(value, root, owner)
     if not target.exists():
-        raise InvalidTemplate(f"Missing {value} referenced by {owner}")
+        raise InvalidTemplate(missing_files_message({value: [owner]}))
     if not target.is_file():
         raise InvalidTemplate(f"{owner}: {value} is not a file")
     return target
+
+
+def missing_files_message(missing: Mapping[str, Sequence[str]]) -> str:
+    """One refusal naming every missing file (path -> the owners that reference it), the
+    first ``MAX_MISSING_LISTED`` in order and a count of the rest, e.g. ``Missing
+    images/logo.png referenced by layer 'logo'`` or ``Missing 3 files: a.png referenced by
+    layer 'a' and layer 'b'; ...``."""
+    items = [f"{value} referenced by {' and '.join(owners)}" for value, owners in missing.items()]
+    if len(items) == 1:
+        return f"Missing {items[0]}"
+    shown = "; ".join(items[:MAX_MISSING_LISTED])
+    rest = len(items) - MAX_MISSING_LISTED
+    more = f"; and {rest} more missing file{'s' if rest > 1 else ''}" if rest > 0 else ""
+    return f"Missing {len(items)} files: {shown}{more}"
+
+
+def _references(template: Template) -> list[tuple[str, str]]:
+    """Every file ``template`` names, as (path, owner), in data.json order: fonts, layers,
+    audio tracks."""
+    refs = [(path, f"font '{name}'") for name, path in template.fonts.items()]
+    refs += [
+        (layer.src, f"layer '{layer.id}'")
+        for layer in template.layers
+        if isinstance(layer, (ImageLayer, VideoLayer, LottieLayer))
+    ]
+    refs += [(track.src, _track_label(track, i)) for i, track in enumerate(template.audio)]
+    return refs
+
+
+def check_missing_files(template: Template, root: Path) -> None:
+    """Refuse a template that names files it does not contain, naming all of them at once
+    (so one upload round fixes them all, not one per try).
+
+    Raises:
+        InvalidTemplate: a path is unsafe (the first such), or files are missing (all of
+            them, up to ``MAX_MISSING_LISTED`` by name).
+    """
+    missing: dict[str, list[str]] = {}
+    for value, owner in _references(template):
+        if not _resolve_relative(value, root, owner).exists():
+            owners = missing.setdefault(value, [])
+            if owner not in owners:
+                owners.append(owner)
+    if missing:
+        raise InvalidTemplate(missing_files_message(missing))
 
 
 def check_references(template: Template, root: Path) -> None:
     """Check every file ``template`` names and probe it as the kind it is used as.
 
     Raises:
-        InvalidTemplate: a path is unsafe or missing, a text layer names an undefined font,
+        InvalidTemplate: a path is unsafe or files are missing (all named, see
+            ``check_missing_files``), a text layer names an undefined font,
             or a lottie layer is present and the Lottie engine is not installed.
         UnsupportedMedia: a file is not an accepted image, video, audio, font or Lottie
             animation (a Lottie's images must exist inside the template and decode).
     """
+    check_missing_files(template, root)
     probed: set[tuple[Path, str]] = set()
 
     def probe(value: str, owner: str, kind: str, fn: Callable[[Path, str | None], object]) -> None:

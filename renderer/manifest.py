@@ -6,7 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from renderer.customize import asset_kind_for_layer, customizable_properties
-from renderer.model import LoadedTemplate, LottieLayer, SolidLayer, TextLayer
+from renderer.model import (
+    ImageLayer,
+    LoadedTemplate,
+    LottieLayer,
+    SolidLayer,
+    TextLayer,
+    VideoLayer,
+)
+from renderer.orientation import media_display
 from renderer.probe import lottie_texts, read_lottie
 
 
@@ -15,11 +23,14 @@ def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
     layers (id, type, in/out frames, box in composition pixels, the customisable properties,
     the asset kind that may replace its media, current values of customisable properties;
     for a lottie layer ``defaults.lottieText`` maps each text layer name in its animation to
-    its text, and ``warnings`` lists what Velocity ignores in it: expressions, sound) and
-    audio tracks (id or null, src, replaceable) and font names.
+    its text, and ``warnings`` lists what Velocity ignores in it: expressions, sound; for
+    image and video layers ``media``: the file's displayed ``width`` and ``height`` with the
+    EXIF orientation or display matrix applied, the clockwise ``rotation`` and whether it is
+    ``mirrored``) and audio tracks (id or null, src, replaceable) and font names.
 
     Raises:
-        UnsupportedMedia: a lottie file is no longer readable (the loader checked it).
+        UnsupportedMedia: a lottie, image or video file is no longer readable (the loader
+            checked it).
 
     Returns:
         A dict that ``json.dumps`` accepts as is.
@@ -40,6 +51,8 @@ def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
             doc, info = read_lottie(loaded.path(layer.src), layer.src, loaded.root)
             defaults["lottieText"] = lottie_texts(doc)
             extra["warnings"] = list(info.warnings)
+        if isinstance(layer, (ImageLayer, VideoLayer)):
+            extra["media"] = media_display(loaded.path(layer.src), layer.type)
         layers.append(
             {
                 "id": layer.id,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from renderer.errors import UnsupportedMedia
+from renderer.orientation import displayed_size, exif_orientation, video_orientation
 
 MAX_MEDIA_DIMENSION = 8192
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
@@ -44,14 +45,21 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """``width`` x ``height`` is the displayed size: the stored size turned by ``orientation``
+    (EXIF 1-8, see ``renderer.orientation``)."""
+
     width: int
     height: int
     frames: int
     animated: bool
+    orientation: int = 1
 
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """``width`` x ``height`` is the displayed size: the coded size turned by the display
+    matrix, read as ``orientation`` (EXIF numbering, see ``renderer.orientation``)."""
+
     width: int
     height: int
     fps: Fraction
@@ -59,6 +67,7 @@ class VideoInfo:
     codec: str
     frames_estimate: int
     has_audio: bool
+    orientation: int = 1
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,7 @@ def probe_image(path: Path, name: str | None = None) -> ImageInfo:
                     raise UnsupportedMedia(
                         f"{label}: animation has {frames} frames (limit {MAX_IMAGE_FRAMES})"
                     )
+                turn = exif_orientation(im)
                 # Decode every frame: a GIF truncated halfway must fail here, not mid-render.
                 for index in range(frames):
                     im.seek(index)
@@ -141,7 +151,8 @@ def probe_image(path: Path, name: str | None = None) -> ImageInfo:
         raise UnsupportedMedia(
             f"{label}: not a readable image (PNG, JPEG, GIF or TGA): {_reason(err, path, label)}"
         ) from err
-    return ImageInfo(width=width, height=height, frames=frames, animated=frames > 1)
+    shown_w, shown_h = displayed_size(width, height, turn)
+    return ImageInfo(shown_w, shown_h, frames, frames > 1, turn)
 
 
 def _reason(err: BaseException, path: Path, label: str) -> str:
@@ -208,6 +219,7 @@ def probe_video(path: Path, name: str | None = None) -> VideoInfo:
             first = next(iter(container.decode(stream)), None)
             if first is None:
                 raise UnsupportedMedia(f"{label}: video has no decodable frames")
+            turn = video_orientation(first, stream)
     except UnsupportedMedia:
         raise
     except FileNotFoundError as err:
@@ -216,9 +228,11 @@ def probe_video(path: Path, name: str | None = None) -> VideoInfo:
         raise UnsupportedMedia(
             f"{label}: not a readable video (MP4 with H.264 or H.265): {_reason(err, path, label)}"
         ) from err
+    width, height = displayed_size(width, height, turn)
     return VideoInfo(
         width=width,
         height=height,
+        orientation=turn,
         fps=fps,
         duration_s=duration_s,
         codec=codec,

@@ -1,4 +1,9 @@
-"""``image`` layers: PNG, JPEG, TGA and (animated) GIF, fitted into the box once."""
+"""``image`` layers: PNG, JPEG, TGA and (animated) GIF, fitted into the box once.
+
+Pictures are turned upright by their EXIF orientation before they are fitted (see
+``renderer.orientation``), and every pixel layout Pillow decodes (greyscale and 16-bit
+included) is brought to 8-bit RGBA the way ffmpeg reads it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
+from renderer import orientation as orient
 from renderer.errors import UnsupportedMedia
 from renderer.layers.base import Rgba, SourceContext
 from renderer.layers.fit import plan_fit, round_corners
@@ -21,14 +27,43 @@ _DEFAULT_GIF_DELAY_MS = 100
 # Frame times like k / 25 s and the wrap (a float fmod) land a hair short of a GIF frame's
 # boundary; without this slack the frame that starts exactly then shows one frame late.
 _EPS_S = 1e-6
+# Pillow's 32-bit and 16-bit integer greys (from 16-bit greyscale PNGs); convert("RGBA") clips
+# them at 255, which turns all but the darkest 1/256 of the range pure white.
+_WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+_MAX_16 = 65535
+_GREY_16_TO_8 = ((np.arange(_MAX_16 + 1, dtype=np.uint32) * 255 + _MAX_16 // 2) // _MAX_16).astype(
+    np.uint8
+)
 
 
-def _fit_premultiplied(
-    img: Image.Image, box: tuple[int, int], fit: str, scale: float, radius: float
+def _to_rgba(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGBA: 16-bit greys scaled (v * 255 / 65535, rounded, as ffmpeg's
+    gray16 to RGB does), every other mode through Pillow's own conversion (palette with
+    transparency, greyscale with alpha, CMYK with or without Adobe inversion)."""
+    if img.mode in _WIDE_GREY_MODES:
+        wide = np.asarray(img)
+        if wide.dtype != np.uint16:  # mode "I": 32-bit, holding 16-bit samples
+            wide = np.clip(wide, 0, _MAX_16).astype(np.uint16)
+        # A table lookup: one byte a pixel out, no wide temporaries for a large picture.
+        return Image.fromarray(_GREY_16_TO_8[wide], "L").convert("RGBA")
+    return img.convert("RGBA")
+
+
+def _fit_premultiplied(  # noqa: PLR0917 - the picture, its box and fit, and its turn
+    img: Image.Image,
+    box: tuple[int, int],
+    fit: str,
+    scale: float,
+    radius: float,
+    orientation: int = orient.UPRIGHT,
 ) -> Rgba:
     box_w, box_h = box
+    rgba = _to_rgba(img)
+    method = orient.pil_transpose(orientation)
+    if method is not None:
+        rgba = rgba.transpose(method)  # upright before fitting, so fit sees the shown size
     # Resample premultiplied data so transparent pixels' colour never bleeds into edges.
-    rgba = img.convert("RGBA").convert("RGBa")
+    rgba = rgba.convert("RGBa")
     plan = plan_fit(rgba.width, rgba.height, box_w, box_h, fit, scale)
     if (plan.scaled_w, plan.scaled_h) != rgba.size:
         rgba = rgba.resize((plan.scaled_w, plan.scaled_h), Image.Resampling.LANCZOS)
@@ -68,13 +103,15 @@ class ImageSource:
         self._ends_s: list[float] = []
         try:
             with Image.open(path) as img:
+                # The first frame's tag holds for all: an animation turns as one picture.
+                orientation = orient.exif_orientation(img)
                 total_ms = 0
                 for frame in ImageSequence.Iterator(img):
                     delay = frame.info.get("duration", 0) if img.format == "GIF" else 0
                     if img.format == "GIF" and delay < _MIN_GIF_DELAY_MS:
                         delay = _DEFAULT_GIF_DELAY_MS
                     self._frames.append(
-                        _fit_premultiplied(frame, (box_w, box_h), fit, scale, radius)
+                        _fit_premultiplied(frame, (box_w, box_h), fit, scale, radius, orientation)
                     )
                     total_ms += int(delay)
                     self._ends_s.append(total_ms / 1000.0)

@@ -5,6 +5,10 @@ For layer time t the source time is ``trim + t``; with ``loop`` it wraps over
 last one whose presentation time is <= s, so a 24, 25 or 60 fps source lines up with any
 output rate. Sequential requests never seek: the decoder only runs forward, and seeks only
 when time goes backwards (a loop) or jumps far ahead.
+
+A display matrix (how phones record portrait video) is read from the first frame when the
+file is opened and applied to every frame before fit and box layout: the source's size is
+its displayed size, and decoded pictures are scaled at their stored shape, then turned.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation
 
+from renderer import orientation as orient
 from renderer.errors import UnsupportedMedia
 from renderer.layers.base import FrameMode, Planes, Rgba, SourceContext
 from renderer.layers.fit import FitPlan, plan_fit
@@ -36,6 +41,10 @@ _UNSPECIFIED_COLORSPACE = 2
 # swscale's default scale+convert path tints greys by a couple of codes; accurate rounding
 # with full chroma interpolation keeps colours true for about 1 ms more per 360p frame.
 _RGB_SCALING = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+# The same flags for frames converted to the output's limited BT.709 planes: without accurate
+# rounding a BT.601 or full-range source drifts by 3-4 codes from ffmpeg's own decode (greys
+# by 2); with it alone, chroma bleeds a row further past a sharp edge; with both, within 2.
+_YUV_SCALING = _RGB_SCALING
 _BT709 = 1  # AVCOL_SPC_BT709
 _HD_LINES = 720
 _LIMITED_OR_UNTAGGED = (0, 1)  # AVCOL_RANGE_UNSPECIFIED, AVCOL_RANGE_MPEG
@@ -96,10 +105,11 @@ class VideoSource:
         self._start_s = float(start * self._time_base) if start is not None else 0.0
         self.duration_s = self._probe_duration()
         ctx = self._stream.codec_context
-        src_w, src_h = ctx.width, ctx.height
-        if not src_w or not src_h:
+        if not ctx.width or not ctx.height:
             self._container.close()
             raise UnsupportedMedia(f"layer '{layer_id}': {path.name} has no frame size")
+        self.orientation = self._read_orientation()
+        src_w, src_h = orient.displayed_size(ctx.width, ctx.height, self.orientation)
         self._fit: FitPlan = plan_fit(src_w, src_h, box_w, box_h, fit, scale)
         self.width, self.height = self._fit.out_w, self._fit.out_h
         self.trim = trim
@@ -116,6 +126,18 @@ class VideoSource:
         self._queue: queue.Queue[tuple[float, Any] | BaseException | None] | None = None
         self._stop = threading.Event()
         self._closed = False
+
+    def _read_orientation(self) -> int:
+        """The display orientation, from the first frame's display-matrix side data (the
+        container's matrix, which FFmpeg copies onto frames). Decoding stays where it was: the
+        first real request seeks back to its time."""
+        try:
+            first = next(iter(self._container.decode(self._stream)), None)
+        except av.error.FFmpegError:
+            return orient.UPRIGHT  # the frame requests report the decode error with context
+        if first is None:
+            return orient.UPRIGHT
+        return orient.video_orientation(first, self._stream)
 
     # --- time mapping ---------------------------------------------------------------------
 
@@ -222,7 +244,8 @@ class VideoSource:
         # limited-range frames of the right size untouched.
         fp = self._fit
         return bool(
-            frame.format.name == "yuv420p"
+            self.orientation == orient.UPRIGHT
+            and frame.format.name == "yuv420p"
             and (frame.width, frame.height) == (fp.scaled_w, fp.scaled_h)
             and self._is_bt709(frame)
             and int(frame.color_range) in _LIMITED_OR_UNTAGGED
@@ -235,22 +258,26 @@ class VideoSource:
         t0 = time.perf_counter()
         fp = self._fit
         crop = (fp.crop_x, fp.crop_y, fp.out_w, fp.out_h) != (0, 0, fp.scaled_w, fp.scaled_h)
+        turn = self.orientation
+        # Scale at the stored shape; the turn then brings it to scaled_w x scaled_h.
+        dec_w, dec_h = orient.displayed_size(fp.scaled_w, fp.scaled_h, turn)
         result: Any
         if mode == "yuv":
             if self._planes_usable(frame):
                 out = frame  # the decoder's planes are already what the encoder wants
             else:
                 out = frame.reformat(
-                    width=fp.scaled_w,
-                    height=fp.scaled_h,
+                    width=dec_w,
+                    height=dec_h,
                     format="yuv420p",
                     dst_colorspace="ITU709",
                     dst_color_range="MPEG",
+                    interpolation=_YUV_SCALING,
                     **self._colour_args(frame),
                 )
-            y = _plane_array(out.planes[0], fp.scaled_w, fp.scaled_h)
-            u = _plane_array(out.planes[1], fp.scaled_w // 2, fp.scaled_h // 2)
-            v = _plane_array(out.planes[2], fp.scaled_w // 2, fp.scaled_h // 2)
+            y = orient.apply(_plane_array(out.planes[0], dec_w, dec_h), turn)
+            u = orient.apply(_plane_array(out.planes[1], dec_w // 2, dec_h // 2), turn)
+            v = orient.apply(_plane_array(out.planes[2], dec_w // 2, dec_h // 2), turn)
             if crop:
                 # Even offsets keep the chroma grid aligned with the luma crop.
                 cx, cy = fp.crop_x & ~1, fp.crop_y & ~1
@@ -260,13 +287,13 @@ class VideoSource:
             result = (y, u, v, out)  # keep the frame alive while its planes are viewed
         else:
             out = frame.reformat(
-                width=fp.scaled_w,
-                height=fp.scaled_h,
+                width=dec_w,
+                height=dec_h,
                 format="rgba",
                 interpolation=_RGB_SCALING,
                 **self._colour_args(frame),
             )
-            arr = out.to_ndarray()
+            arr = orient.apply(out.to_ndarray(), turn)
             if crop:
                 arr = arr[fp.crop_y : fp.crop_y + fp.out_h, fp.crop_x : fp.crop_x + fp.out_w]
             arr.flags.writeable = False
