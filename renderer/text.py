@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter
 
 from renderer.errors import InvalidTemplate
+from renderer.fonts import font_chain, uncovered
 from renderer.model import LoadedTemplate, TextLayer, parse_color
 from renderer.report import TextFit
 from renderer.text_layout import (
@@ -39,6 +40,7 @@ from renderer.text_layout import (
     paragraphs,
     place,
 )
+from renderer.text_runs import Run, Shaper, visual_order
 
 DEFAULT_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 Masks = NDArray[np.float32]
@@ -69,6 +71,14 @@ def resolve_font(loaded: LoadedTemplate, name: str | None) -> Path | None:
         return None
     relative = loaded.template.fonts.get(name)
     return None if relative is None else loaded.path(relative)
+
+
+def resolve_fallbacks(loaded: LoadedTemplate, name: str | None) -> tuple[Path, ...]:
+    """The template's fonts other than ``name``, in the template's order: a text layer tries
+    them for characters its own font lacks."""
+    return tuple(
+        loaded.path(relative) for key, relative in loaded.template.fonts.items() if key != name
+    )
 
 
 def default_font_path() -> Path | None:
@@ -120,38 +130,107 @@ def _blur(mask: Masks, sigma: float) -> Masks:
     return blurred
 
 
+def _draw_color(canvas: Masks, shaper: Shaper, run: Run, pen: float, baseline: float) -> None:
+    """Composite a run of a colour font (CBDT bitmaps, COLR layers) in its own colours onto
+    the premultiplied float ``canvas``. A bitmap strike is drawn at its size and resampled to
+    the layer's: the glyphs are premultiplied, so filtering does not fringe."""
+    font, scale = shaper.font(run.font), shaper.scale(run.font)
+    direction = shaper.direction(run)
+    box = font.getbbox(run.text, anchor="ls", direction=direction)
+    left, top = math.floor(box[0]), math.floor(box[1])
+    right, bottom = math.ceil(box[2]), math.ceil(box[3])
+    if right <= left or bottom <= top:
+        return
+    glyphs = Image.new("RGBA", (right - left, bottom - top), (0, 0, 0, 0))
+    ImageDraw.Draw(glyphs).text(
+        (-left, -top), run.text, fill=(255, 255, 255, 255), font=font, anchor="ls",
+        direction=direction, embedded_color=True,
+    )  # fmt: skip
+    # Drawn onto transparent black, Pillow's masked paste leaves colour * coverage: premultiplied.
+    x0, y0 = pen + left * scale, baseline + top * scale
+    w = max(1, round((right - left) * scale))
+    h = max(1, round((bottom - top) * scale))
+    if (w, h) != glyphs.size:
+        glyphs = glyphs.resize(
+            (w, h), Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
+        )
+    src = np.clip(np.asarray(glyphs, dtype=np.float32) / 255.0, 0.0, 1.0)
+    src[..., :3] = np.minimum(src[..., :3], src[..., 3:4])
+    ix, iy = round(x0), round(y0)
+    height, width = canvas.shape[:2]
+    cx0, cy0, cx1, cy1 = max(ix, 0), max(iy, 0), min(ix + w, width), min(iy + h, height)
+    if cx0 >= cx1 or cy0 >= cy1:
+        return
+    part = src[cy0 - iy : cy1 - iy, cx0 - ix : cx1 - ix]
+    region = canvas[cy0:cy1, cx0:cx1]
+    region *= 1.0 - part[..., 3:4]
+    region += part
+
+
 def _draw_lines(
-    layout: Layout, origins: list[tuple[float, float]], size: tuple[int, int], stroke: float
+    layout: Layout,
+    origins: list[tuple[float, float]],
+    size: tuple[int, int],
+    stroke: float,
+    color: Masks | None = None,
 ) -> Image.Image:
-    """Coverage of the laid-out lines (with a stroke of ``stroke`` px, when positive)."""
+    """Coverage of the laid-out lines (with a stroke of ``stroke`` px, when positive). Runs of
+    colour fonts go to ``color`` (premultiplied RGBA floats) when given, else nowhere."""
     image = Image.new("L", size, 0)
     draw = ImageDraw.Draw(image)
     shaper = layout.shaper
     for line, (x, baseline) in zip(layout.lines, origins, strict=True):
         if not line.text:
             continue
-        direction = shaper.direction(line.para)
+        rtl = line.para.direction == "rtl"
+        runs = visual_order(shaper.runs(line.text, rtl), rtl)
         if not line.para.spaced:
-            draw.text(
-                (x, baseline), line.text, fill=255, font=shaper.font, anchor="ls",
-                direction=direction, stroke_width=stroke, stroke_fill=255,
-            )  # fmt: skip
+            pen = x
+            for run in runs:
+                _draw_run(draw, shaper, run, pen, baseline, stroke=stroke, color=color)
+                pen += shaper.run_width(run)
             continue
-        starts = cluster_starts(line.text)
-        bounds = [*starts[1:], len(line.text)]
-        clusters = [line.text[i:j] for i, j in zip(starts, bounds, strict=True)]
+        # Letter spacing: one cluster at a time (spaced paragraphs are left to right), each
+        # advance measured on the pair it starts within its run, which keeps the kerning.
         pen = x
-        for k, cluster in enumerate(clusters):
-            draw.text(
-                (pen, baseline), cluster, fill=255, font=shaper.font,
-                anchor="ls", stroke_width=stroke, stroke_fill=255,
-            )  # fmt: skip
-            if k + 1 < len(clusters):
-                # The advance measured with the next cluster keeps the pair's kerning.
-                pair = cluster + clusters[k + 1]
-                advance = shaper.font.getlength(pair) - shaper.font.getlength(clusters[k + 1])
+        for run in runs:
+            starts = cluster_starts(run.text)
+            bounds = [*starts[1:], len(run.text)]
+            clusters = [run.text[i:j] for i, j in zip(starts, bounds, strict=True)]
+            for k, cluster in enumerate(clusters):
+                piece = Run(cluster, run.start + starts[k], run.font, run.rtl)
+                _draw_run(draw, shaper, piece, pen, baseline, stroke=stroke, color=color)
+                advance = shaper.run_width(piece)
+                if k + 1 < len(clusters):
+                    pair = Run(cluster + clusters[k + 1], 0, run.font, run.rtl)
+                    following = Run(clusters[k + 1], 0, run.font, run.rtl)
+                    advance = shaper.run_width(pair) - shaper.run_width(following)
                 pen += advance + shaper.spacing
     return image
+
+
+def _draw_run(
+    draw: ImageDraw.ImageDraw,
+    shaper: Shaper,
+    run: Run,
+    pen: float,
+    baseline: float,
+    *,
+    stroke: float,
+    color: Masks | None,
+) -> None:
+    if shaper.chain[run.font].color:
+        if color is not None:
+            _draw_color(color, shaper, run, pen, baseline)
+        return
+    draw.text(
+        (pen, baseline), run.text, fill=255, font=shaper.font(run.font), anchor="ls",
+        direction=shaper.direction(run), stroke_width=stroke, stroke_fill=255,
+    )  # fmt: skip
+
+
+def _union(a: Region, b: Region) -> Region:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
 def _clip(region: tuple[float, float, float, float], width: int, height: int) -> Region | None:
@@ -169,6 +248,7 @@ class _Typeset:
     widths: list[float]
     fill: Image.Image
     outline: Image.Image
+    color: Masks | None  # premultiplied RGBA of colour-font glyphs (emoji), when any
 
     @property
     def has_text(self) -> bool:
@@ -181,9 +261,14 @@ def _typeset(job: LayoutJob) -> _Typeset:
         layout = lay_out(job, choose_size(job))
         origins, widths = place(job, layout)
         size = (job.width, job.height)
-        fill = _draw_lines(layout, origins, size, 0.0)
+        color: Masks | None = None
+        if any(face.color for face in job.chain):
+            color = np.zeros((job.height, job.width, 4), dtype=np.float32)
+        fill = _draw_lines(layout, origins, size, 0.0, color)
         outline = _draw_lines(layout, origins, size, job.stroke) if job.stroke else fill
-    return _Typeset(layout, origins, widths, fill, outline)
+    if color is not None and not color[..., 3].any():
+        color = None
+    return _Typeset(layout, origins, widths, fill, outline, color)
 
 
 def _paint(job: LayoutJob, typeset: _Typeset, fill: tuple[int, int, int, int]) -> NDArray[np.uint8]:
@@ -196,6 +281,14 @@ def _paint(job: LayoutJob, typeset: _Typeset, fill: tuple[int, int, int, int]) -
     layout, origins, widths = typeset.layout, typeset.origins, typeset.widths
     fill_mask, outline_mask = typeset.fill, typeset.outline
     parts: list[Region | None] = [fill_mask.getbbox(), outline_mask.getbbox()]
+    color = typeset.color
+    if color is not None:
+        ys, xs = np.nonzero(color[..., 3] > 0)
+        color_box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        parts.append(color_box)
+        # Emoji cast shadows like the glyphs around them.
+        outline_box = parts[1]
+        parts[1] = color_box if outline_box is None else _union(outline_box, color_box)
     rect = (
         min(x for x, _ in origins) - job.padding,
         origins[0][1] - layout.shaper.ascent - job.padding,
@@ -231,12 +324,19 @@ def _paint(job: LayoutJob, typeset: _Typeset, fill: tuple[int, int, int, int]) -
         coverage = _rounded_rect(region, rect, layer.background.radius)
         _over(acc, parse_color(layer.background.color), coverage)
     outline = crop(outline_mask)
+    emoji = None if color is None else color[region[1] : region[3], region[0] : region[2]]
     if shadow is not None:
-        moved = _blur(_shift(outline, dx, dy), shadow.blur / 2)
+        caster = outline if emoji is None else np.maximum(outline, emoji[..., 3])
+        moved = _blur(_shift(caster, dx, dy), shadow.blur / 2)
         _over(acc, parse_color(shadow.color), moved)
     if layer.stroke is not None:
         _over(acc, parse_color(layer.stroke.color), outline)
     _over(acc, fill, crop(fill_mask) if outline_mask is not fill_mask else outline)
+    if emoji is not None:
+        # Colour glyphs keep their colours; the layer colour's alpha still fades them.
+        alpha = np.float32(fill[3] / 255.0)
+        acc *= 1.0 - emoji[..., 3:4] * alpha
+        acc += emoji * alpha
 
     painted = np.round(np.clip(acc, 0.0, 1.0) * 255.0).astype(np.uint8)
     np.minimum(painted[..., :3], painted[..., 3:4], out=painted[..., :3])
@@ -252,6 +352,7 @@ def render_text(
     *,
     text: str | None = None,
     color: str | None = None,
+    fallbacks: tuple[Path, ...] = (),
 ) -> TextRaster:
     """Lay out and rasterise a text layer into its box.
 
@@ -262,9 +363,13 @@ def render_text(
         height: the layer box height in pixels.
         text: a customised text replacing ``layer.text``.
         color: a customised colour replacing ``layer.color``.
+        fallbacks: the template's other fonts, tried before the system fallbacks for
+            characters ``font_path`` lacks (see ``renderer.fonts``).
 
     Returns:
-        The premultiplied RGBA raster of exactly ``width`` x ``height`` and the fit chosen.
+        The premultiplied RGBA raster of exactly ``width`` x ``height`` and the fit chosen,
+        which lists the characters no font could draw (drawn as the first font's missing-glyph
+        box).
 
     Raises:
         InvalidTemplate: the font file cannot be opened, or the box is empty.
@@ -272,21 +377,21 @@ def render_text(
     """
     if width < 1 or height < 1:
         raise InvalidTemplate(f"text layer '{layer.id}': box is {width}x{height} pixels")
-    path = font_path if font_path is not None else default_font_path()
-    font_key = None if path is None else str(path)
-    try:
-        open_font(font_key, layer.size)
-    except OSError as exc:
-        raise InvalidTemplate(
-            f"text layer '{layer.id}': font file '{path}' cannot be opened ({exc})"
-        ) from exc
+    chain = font_chain(font_path if font_path is not None else default_font_path(), fallbacks)
+    for face in chain[: 1 + len(fallbacks)]:
+        try:
+            open_font(face.path, layer.size, face.index, face.strike)
+        except OSError as exc:
+            raise InvalidTemplate(
+                f"text layer '{layer.id}': font file '{face.path}' cannot be opened ({exc})"
+            ) from exc
 
     fill = parse_color(layer.color if color is None else color)
     stroke = layer.stroke.width if layer.stroke is not None else 0.0
     padding = layer.background.padding if layer.background is not None else 0.0
 
     paras = paragraphs(layer.text if text is None else text, layer)
-    job = LayoutJob(layer, paras, font_key, width, height, stroke, padding)
+    job = LayoutJob(layer, paras, chain, width, height, stroke, padding)
     typeset = _typeset(job)
     rgba = _paint(job, typeset, fill)
     rgba.setflags(write=False)
@@ -296,5 +401,6 @@ def render_text(
         used_size=typeset.layout.size,
         lines=len(typeset.layout.lines) if typeset.has_text else 0,
         truncated=typeset.layout.truncated,
+        uncovered="".join(uncovered("\n".join(p.text for p in paras), chain)),
     )
     return TextRaster(rgba=rgba, fit=fit)
