@@ -8,6 +8,7 @@ from typing import Any
 from renderer.customize import asset_kind_for_layer, customizable_properties
 from renderer.model import LoadedTemplate, LottieLayer, SolidLayer, TextLayer
 from renderer.probe import lottie_texts, read_lottie
+from renderer.text import text_warnings
 
 
 def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
@@ -15,7 +16,9 @@ def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
     layers (id, type, in/out frames, box in composition pixels, the customisable properties,
     the asset kind that may replace its media, current values of customisable properties;
     for a lottie layer ``defaults.lottieText`` maps each text layer name in its animation to
-    its text) and audio tracks (id or null, src, replaceable) and font names.
+    its text; for a text layer ``warnings`` names the characters of its text that no font
+    of its fallback chain has, which would draw as boxes) and audio tracks (id or null, src,
+    replaceable) and font names.
 
     Raises:
         UnsupportedMedia: a lottie file is no longer readable (the loader checked it).
@@ -29,8 +32,10 @@ def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
     for layer in template.layers:
         box = layer.box
         defaults: dict[str, Any] = {"visible": layer.visible}
+        extra: dict[str, Any] = {}
         if isinstance(layer, TextLayer):
             defaults.update(text=layer.text, color=layer.color)
+            extra["warnings"] = text_warnings(loaded, layer)
         elif isinstance(layer, SolidLayer):
             defaults["color"] = layer.color
         elif isinstance(layer, LottieLayer):
@@ -52,6 +57,7 @@ def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
                 "customizable": customizable_properties(layer.type),
                 "assetKind": asset_kind_for_layer(layer),
                 "defaults": defaults,
+                **extra,
             }
         )
     return {

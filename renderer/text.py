@@ -34,6 +34,7 @@ from renderer.text_layout import (
     Layout,
     LayoutJob,
     choose_size,
+    clean_text,
     cluster_starts,
     lay_out,
     open_font,
@@ -46,6 +47,7 @@ DEFAULT_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 Masks = NDArray[np.float32]
 Region = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end exclusive
 _FONT_LOCK = threading.Lock()
+MAX_LISTED = 20  # uncovered characters named in one warning
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,6 +81,28 @@ def resolve_fallbacks(loaded: LoadedTemplate, name: str | None) -> tuple[Path, .
     return tuple(
         loaded.path(relative) for key, relative in loaded.template.fonts.items() if key != name
     )
+
+
+def describe_uncovered(characters: str) -> str:
+    """A person-readable list of characters, each with its code point."""
+    return ", ".join(f"'{ch}' (U+{ord(ch):04X})" for ch in characters)
+
+
+def text_warnings(loaded: LoadedTemplate, layer: TextLayer) -> list[str]:
+    """Warnings about a text layer's default text: characters that no font of its chain
+    (its font, the template's other fonts, the installed fallbacks) can draw."""
+    path = resolve_font(loaded, layer.font)
+    chain = font_chain(
+        path if path is not None else default_font_path(), resolve_fallbacks(loaded, layer.font)
+    )
+    missing = uncovered(clean_text(layer.text, layer.uppercase), chain)
+    if not missing:
+        return []
+    return [
+        f"no available font has {describe_uncovered(''.join(missing[:MAX_LISTED]))}"
+        + (f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else "")
+        + "; they would be drawn as empty boxes"
+    ]
 
 
 def default_font_path() -> Path | None:
