@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,12 +56,14 @@ def ignorable(code: int) -> bool:
 class FontFace:
     """One face of a font file. ``path`` None is Pillow's built-in font (ASCII only);
     ``strike`` is the pixel size a bitmap-only font must be opened at; ``color`` marks faces
-    with colour glyphs (CBDT, sbix, COLR), which are drawn in their own colours."""
+    with colour glyphs (CBDT, sbix, COLR), which are drawn in their own colours; ``system``
+    marks the default and fallback fonts, as opposed to the template's own."""
 
     path: str | None
     index: int = 0
     strike: int | None = None
     color: bool = False
+    system: bool = False
 
     def covers(self, code: int) -> bool:
         """Whether the face maps ``code`` to a glyph."""
@@ -86,7 +88,8 @@ def _strike(face: hb.Face) -> int | None:
     if len(data) < 8:
         return None
     (count,) = struct.unpack(">I", data[4:8])
-    sizes = [data[8 + 48 * i + 45] for i in range(count) if 8 + 48 * i + 48 <= len(data)]
+    count = min(count, (len(data) - 8) // 48)  # a hostile count cannot outrun the table
+    sizes = [data[8 + 48 * i + 45] for i in range(count)]
     sizes = [s for s in sizes if s > 0]
     return max(sizes) if sizes else None
 
@@ -144,17 +147,23 @@ def fallback_faces() -> tuple[FontFace, ...]:
     faces: list[FontFace] = []
     for name in names:
         path = installed[name]
-        faces.append(describe(path, _cjk_index(path) if name == CJK else 0))
+        face = describe(path, _cjk_index(path) if name == CJK else 0)
+        faces.append(replace(face, system=True))
     return tuple(faces)
 
 
-def font_chain(primary: Path | None, others: tuple[Path, ...] = ()) -> tuple[FontFace, ...]:
-    """The faces a text layer tries, in order: its font (None: Pillow's built-in font), the
-    template's other fonts, then the system fallbacks; each face once."""
+def font_chain(
+    primary: Path | None, others: tuple[Path, ...] = (), *, system: bool = False
+) -> tuple[FontFace, ...]:
+    """The faces a text layer tries, in order: its font (None: Pillow's built-in font; with
+    ``system`` the primary is the default font, not the template's), the template's other
+    fonts, then the system fallbacks; each file face once."""
     first = describe(str(primary)) if primary is not None else FontFace(None)
-    chain: list[FontFace] = [first]
+    chain: list[FontFace] = [replace(first, system=system or primary is None)]
+    seen = {(first.path, first.index)}
     for face in (*(describe(str(p)) for p in others), *fallback_faces()):
-        if face not in chain:
+        if (face.path, face.index) not in seen:
+            seen.add((face.path, face.index))
             chain.append(face)
     return tuple(chain)
 
@@ -172,9 +181,10 @@ def uncovered(text: str, chain: tuple[FontFace, ...]) -> list[str]:
     return missing
 
 
-def is_installed(name: str) -> bool:
-    """Whether a font file of that name is in the system font folders."""
-    return name in _installed()
+def installed(name: str) -> Path | None:
+    """The font file of that name in the system font folders, if any."""
+    path = _installed().get(name)
+    return None if path is None else Path(path)
 
 
 def font_names() -> list[str]:

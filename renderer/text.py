@@ -92,9 +92,8 @@ def text_warnings(loaded: LoadedTemplate, layer: TextLayer) -> list[str]:
     """Warnings about a text layer's default text: characters that no font of its chain
     (its font, the template's other fonts, the installed fallbacks) can draw."""
     path = resolve_font(loaded, layer.font)
-    chain = font_chain(
-        path if path is not None else default_font_path(), resolve_fallbacks(loaded, layer.font)
-    )
+    primary = path if path is not None else default_font_path()
+    chain = font_chain(primary, resolve_fallbacks(loaded, layer.font), system=path is None)
     missing = uncovered(clean_text(layer.text, layer.uppercase), chain)
     if not missing:
         return []
@@ -401,7 +400,8 @@ def render_text(
     """
     if width < 1 or height < 1:
         raise InvalidTemplate(f"text layer '{layer.id}': box is {width}x{height} pixels")
-    chain = font_chain(font_path if font_path is not None else default_font_path(), fallbacks)
+    primary = font_path if font_path is not None else default_font_path()
+    chain = font_chain(primary, fallbacks, system=font_path is None)
     for face in chain[: 1 + len(fallbacks)]:
         try:
             open_font(face.path, layer.size, face.index, face.strike)

@@ -236,17 +236,19 @@ class Shaper:
             return found
         chain = self.chain
         codes = [ord(ch) for ch in cluster if not ignorable(ord(ch))]
-        # Emoji presentation prefers colour faces; anything else tries them last, so that
-        # digits, spaces and symbols an emoji font also maps are drawn as text.
-        color = _wants_color(cluster)
-        order = sorted(range(len(chain)), key=lambda i: chain[i].color != color)
+        # Emoji presentation prefers colour faces; anything else tries the system's colour
+        # faces last, so digits, spaces and symbols an emoji font also maps are drawn as text.
+        if _wants_color(cluster):
+            order = sorted(range(len(chain)), key=lambda i: not chain[i].color)
+        else:
+            order = sorted(range(len(chain)), key=lambda i: chain[i].color and chain[i].system)
         neutral = unicodedata.category(cluster[0])[0] in "ZP"
         if not codes:
             choice = max(previous, 0)
         elif (
             neutral
             and previous >= 0
-            and not chain[previous].color
+            and not (chain[previous].color and chain[previous].system)
             and all(chain[previous].covers(code) for code in codes)
         ):
             choice = previous  # spaces and punctuation stay in the run around them

@@ -21,23 +21,24 @@ from renderer import fonts
 from renderer.loader import load_template_from_dict
 from renderer.manifest import build_manifest
 from renderer.model import TextLayer
+from renderer.probe import check_font
 from renderer.text import TextRaster, default_font_path, render_text
 from renderer.text_layout import LayoutJob, choose_size, lay_out, paragraphs
 from renderer.text_runs import Shaper, break_segments, visual_order
 
-NOTO = Path("/usr/share/fonts/truetype/noto")
-HEBREW_ONLY = NOTO / "NotoSansHebrew-Regular.ttf"  # no Latin letters, digits or full stop
-THAI_ONLY = NOTO / "NotoSansThai-Regular.ttf"  # no ellipsis
 REQUIRED = (
     "NotoSans-Regular.ttf",
     "NotoSansCJK-Regular.ttc",
     "NotoColorEmoji.ttf",
-    HEBREW_ONLY.name,
+    "NotoSansHebrew-Regular.ttf",
+    "NotoSansThai-Regular.ttf",
 )
-have_fonts = all(fonts.is_installed(name) for name in REQUIRED) and default_font_path() is not None
+have_fonts = all(fonts.installed(name) for name in REQUIRED) and default_font_path() is not None
 if not have_fonts and os.environ.get("CI"):
     raise RuntimeError(f"CI needs the fallback fonts {REQUIRED}: run scripts/system-deps.sh")
 pytestmark = pytest.mark.skipif(not have_fonts, reason="run scripts/system-deps.sh for fonts")
+HEBREW_ONLY = fonts.installed("NotoSansHebrew-Regular.ttf")  # no Latin, digits or full stop
+THAI_ONLY = fonts.installed("NotoSansThai-Regular.ttf")  # no ellipsis
 
 W, H = 240, 72
 THAI_WORDS = ("สวัสดี", "ครับ", "ยินดี", "ต้อนรับ", "สู่", "ประเทศไทย")
@@ -180,6 +181,64 @@ def test_emoji_sequences_are_one_colour_glyph_each() -> None:
     assert saturated(text_only.rgba) == 0
 
 
+def build_colr_font(path: Path) -> None:
+    """A scalable COLRv0 font whose U+2665 is a red square with a blue square inside."""
+    from fontTools.colorLib.builder import buildCOLR, buildCPAL
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    def square(x0: int, y0: int, x1: int, y1: int) -> Any:
+        pen = TTGlyphPen(None)
+        pen.moveTo((x0, y0))
+        pen.lineTo((x0, y1))
+        pen.lineTo((x1, y1))
+        pen.lineTo((x1, y0))
+        pen.closePath()
+        return pen.glyph()
+
+    names = [".notdef", "heart", "heart.red", "heart.blue"]
+    builder = FontBuilder(1000, isTTF=True)
+    builder.setupGlyphOrder(names)
+    builder.setupCharacterMap({0x2665: "heart"})
+    builder.setupGlyf(
+        {
+            ".notdef": square(50, 0, 450, 700),
+            "heart": square(0, 0, 800, 800),
+            "heart.red": square(0, 0, 800, 800),
+            "heart.blue": square(250, 250, 550, 550),
+        }
+    )
+    builder.setupHorizontalMetrics({name: (900, 0) for name in names})
+    builder.setupHorizontalHeader(ascent=800, descent=-200)
+    builder.setupNameTable({"familyName": "ColrTest", "styleName": "Regular"})
+    builder.setupOS2(sTypoAscender=800, usWinAscent=800, usWinDescent=200)
+    builder.setupPost()
+    builder.font["COLR"] = buildCOLR({"heart": [("heart.red", 0), ("heart.blue", 1)]})
+    builder.font["CPAL"] = buildCPAL([[(1.0, 0.0, 0.0, 1.0), (0.0, 0.0, 1.0, 1.0)]])
+    builder.save(str(path))
+
+
+@pytest.mark.parametrize("size", [12, 40])
+def test_colr_font_draws_its_palette_colours(tmp_path: Path, size: int) -> None:
+    font = tmp_path / "colr.ttf"
+    build_colr_font(font)
+    assert check_font(font).family == "ColrTest"
+    raster = draw("\u2665 ok", font, width=size * 5, height=size * 2, size=size)
+    opaque = raster.rgba[raster.rgba[..., 3] == 255][:, :3]
+    colours = {tuple(int(v) for v in px) for px in opaque}
+    assert (255, 0, 0) in colours and (0, 0, 255) in colours
+    assert raster.fit.uncovered == ""  # "ok" came from a fallback
+
+
+def test_noto_color_emoji_as_the_layers_own_font() -> None:
+    emoji_font = fonts.installed("NotoColorEmoji.ttf")
+    assert emoji_font is not None
+    assert check_font(emoji_font).family == "Noto Color Emoji"  # a bitmap-only font loads
+    raster = draw("😀 42 hi", emoji_font, size=24)
+    assert raster.fit.uncovered == ""
+    assert saturated(raster.rgba) > 50
+
+
 def test_translucent_colour_fades_emoji() -> None:
     solid = draw("😀", color="#ffffffff").rgba
     faded = draw("😀", color="#ffffff80").rgba
@@ -196,7 +255,7 @@ def test_emoji_cast_the_layer_shadow() -> None:
 
 
 def test_ellipsis_comes_from_a_fallback_when_the_font_lacks_it() -> None:
-    assert not fonts.describe(str(THAI_ONLY)).covers(0x2026)
+    assert THAI_ONLY is not None and not fonts.describe(str(THAI_ONLY)).covers(0x2026)
     text = "".join(THAI_WORDS) * 3
     lines = line_texts(text, THAI_ONLY, width=120, height=30, fit="none")
     assert lines[-1].endswith("\u2026")
