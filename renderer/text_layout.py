@@ -138,13 +138,28 @@ def _wrap(
     lines: list[str] = []
     broke = False
     i = 0
+    gap = shaper.spacing if para.spaced else 0.0
+
+    def estimate(start: int, n: int) -> float:
+        # Pieces measured one by one (cached) and summed: shaping a whole candidate line per
+        # probe costs a glyph load per character, too much for CJK. Shaping does not reach
+        # across a break opportunity beyond kerning, which the exact check below catches.
+        inner = sum(_width(shaper, piece, para) for piece in pieces[start : start + n - 1])
+        last = _width(shaper, pieces[start + n - 1].rstrip(" "), para)
+        return inner + last + gap * (n - 1)
+
+    def exact(start: int, n: int) -> float:
+        return _width(shaper, "".join(pieces[start : start + n]).rstrip(" "), para)
+
     while i < len(pieces) and len(lines) <= room:
         start = i
 
         def fits(n: int, start: int = start) -> bool:
-            return _width(shaper, "".join(pieces[start : start + n]).rstrip(" "), para) <= width
+            return estimate(start, n) <= width
 
         k = _last_fitting(len(pieces) - start, fits)
+        while k > 0 and exact(start, k) > width:
+            k -= 1
         if k == 0:
             broke = True
             if not allow_breaks:

@@ -203,6 +203,11 @@ class Shaper:
         self.size = size
         self.spacing = spacing
         self._choice: dict[tuple[str, int], int] = {}
+        self._widths: dict[tuple[str, bool, bool], float] = {}
+        self._plain_chars: dict[bool, tuple[set[str], set[str]]] = {
+            False: (set(), set()),
+            True: (set(), set()),
+        }
         used = {0} | {run.font for text in texts for run in self.runs(text, False)}
         self.ellipsis = ELLIPSIS
         if not any(face.covers(ord(ELLIPSIS)) for face in chain):
@@ -260,11 +265,37 @@ class Shaper:
         self._choice[key] = choice
         return choice
 
+    def _plain(self, text: str, para_rtl: bool) -> bool:
+        """Whether ``text`` is one run of the first face in the paragraph's direction: every
+        character is in that face, none asks for colour, none is strong against the
+        paragraph. Answered with set operations, as layout asks it for every measurement."""
+        known, other = self._plain_chars[para_rtl]
+        fresh = set(text) - known
+        if fresh & other:
+            return False
+        face = self.chain[0]
+        against = ("R", "AL") if not para_rtl else ("L",)
+        for ch in fresh:
+            code = ord(ch)
+            ok = (
+                face.covers(code)
+                and unicodedata.bidirectional(ch) not in against
+                and not ignorable(code)
+                and not 0x1F000 <= code <= 0x1FAFF
+                and not (face.color and face.system)
+            )
+            (known if ok else other).add(ch)
+            if not ok:
+                return False
+        return True
+
     def runs(self, text: str, para_rtl: bool) -> list[Run]:
         """``text`` in logical order cut into runs of one face and one direction."""
-        clusters = _clusters(text)
-        if not clusters:
+        if not text:
             return []
+        if self._plain(text, para_rtl):
+            return [Run(text, 0, 0, para_rtl)]
+        clusters = _clusters(text)
         faces: list[int] = []
         previous = -1
         for cluster in clusters:
@@ -290,9 +321,14 @@ class Shaper:
         """Advance width of ``text`` in pixels, letter spacing included."""
         if not text:
             return 0.0
-        width = sum(self.run_width(run) for run in self.runs(text, para_rtl))
-        if spaced:
-            width += self.spacing * (len(_clusters(text)) - 1)
+        key = (text, para_rtl, spaced)
+        width = self._widths.get(key)
+        if width is None:
+            width = sum(self.run_width(run) for run in self.runs(text, para_rtl))
+            if spaced:
+                width += self.spacing * (len(_clusters(text)) - 1)
+            if len(self._widths) < 50_000:
+                self._widths[key] = width
         return width
 
     def uncovered(self, text: str) -> list[str]:
