@@ -285,7 +285,12 @@ def _typeset(job: LayoutJob) -> _Typeset:
         origins, widths = place(job, layout)
         size = (job.width, job.height)
         color: Masks | None = None
-        if any(face.color for face in job.chain):
+        shaper = layout.shaper
+        if any(
+            shaper.chain[run.font].color
+            for line in layout.lines
+            for run in shaper.runs(line.text, line.para.direction == "rtl")
+        ):
             color = np.zeros((job.height, job.width, 4), dtype=np.float32)
         fill = _draw_lines(layout, origins, size, 0.0, color)
         outline = _draw_lines(layout, origins, size, job.stroke) if job.stroke else fill

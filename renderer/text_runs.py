@@ -258,10 +258,9 @@ class Shaper:
         ):
             choice = previous  # spaces and punctuation stay in the run around them
         else:
-            choice = next(
-                (i for i in order if all(chain[i].covers(code) for code in codes)),
-                next((i for i in order if chain[i].covers(codes[0])), 0),
-            )
+            choice = next((i for i in order if all(chain[i].covers(c) for c in codes)), -1)
+            if choice < 0:  # no face has the whole cluster: the one with its base, or tofu
+                choice = next((i for i in order if chain[i].covers(codes[0])), 0)
         self._choice[key] = choice
         return choice
 

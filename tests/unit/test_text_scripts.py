@@ -345,3 +345,14 @@ def test_manifest_warns_about_characters_no_font_has(tmp_path: Path) -> None:
     assert layers["ok"]["warnings"] == []
     (warning,) = layers["bad"]["warnings"]
     assert "U+E000" in warning
+
+
+def test_rtl_phrase_inside_ltr_text_is_one_right_to_left_run() -> None:
+    text = "I said مرحبا بالعالم today"
+    shaper = job_for(text, None, W, H).shaper(20.0)
+    runs = visual_order(shaper.runs(text, False), False)
+    assert [(r.text, r.rtl) for r in runs] == [
+        ("I said ", False),
+        ("مرحبا بالعالم", True),
+        (" today", False),
+    ]
