@@ -6,9 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from renderer.customize import asset_kind_for_layer, customizable_properties
+from renderer.fonts import uncovered
 from renderer.model import LoadedTemplate, LottieLayer, SolidLayer, TextLayer
 from renderer.probe import lottie_texts, read_lottie
-from renderer.text import text_warnings
+from renderer.text import resolve_fallbacks, resolve_font, text_chain
+from renderer.text_layout import clean_text
+
+MAX_LISTED = 20  # uncovered characters named in one warning
 
 
 def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
@@ -79,3 +83,23 @@ def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
         ],
         "fonts": list(template.fonts),
     }
+
+
+def describe_uncovered(characters: str) -> str:
+    """A person-readable list of characters, each with its code point."""
+    return ", ".join(f"'{ch}' (U+{ord(ch):04X})" for ch in characters)
+
+
+def text_warnings(loaded: LoadedTemplate, layer: TextLayer) -> list[str]:
+    """Warnings about a text layer's default text: characters that no font of its chain
+    (its font, the template's other fonts, the installed fallbacks) can draw."""
+    fallbacks = resolve_fallbacks(loaded, layer.font)
+    chain = text_chain(resolve_font(loaded, layer.font), fallbacks)
+    missing = uncovered(clean_text(layer.text, layer.uppercase), chain)
+    if not missing:
+        return []
+    return [
+        f"no available font has {describe_uncovered(''.join(missing[:MAX_LISTED]))}"
+        + (f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else "")
+        + "; they would be drawn as empty boxes"
+    ]

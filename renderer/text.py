@@ -1,12 +1,15 @@
 """Text layers (SPEC §4 ``text``): rasterisation of laid-out lines into the layer box.
 
 The raster is exactly the layer box, so nothing is ever drawn outside it. ``renderer.text_layout``
-breaks and fits the lines; this module draws their coverage with Pillow and composites
-background, shadow, stroke and fill (bottom to top) as premultiplied RGBA.
+breaks and fits the lines; ``renderer.text_draw`` draws their coverage with Pillow; this module
+composites background, shadow, stroke, fill and colour glyphs (bottom to top) as premultiplied
+RGBA.
 
-Shaping goes through Pillow's raqm layout (HarfBuzz + FriBiDi) whenever it is available, with
-the paragraph direction taken from its first strong character, so Arabic joins and Hebrew runs
-right to left. Alignment is physical (``left`` means the left edge for every script).
+Each character is drawn with the first font of the layer's chain that has it (the layer's
+font, the template's other fonts, the system fallbacks: see ``renderer.fonts``), and each run
+of one font is shaped through Pillow's raqm layout (HarfBuzz + FriBiDi) when available, so
+Arabic joins and Hebrew runs right to left. Alignment is physical (``left`` means the left edge
+for every script).
 
 Letter spacing: Pillow exposes no per-glyph advances, so spacing is applied by drawing one
 grapheme cluster at a time, each advance measured on the pair it starts (which keeps kerning).
@@ -24,30 +27,27 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
 
 from renderer.errors import InvalidTemplate
-from renderer.fonts import font_chain, uncovered
+from renderer.fonts import FontFace, font_chain, uncovered
 from renderer.model import LoadedTemplate, TextLayer, parse_color
 from renderer.report import TextFit
+from renderer.text_draw import draw_lines
 from renderer.text_layout import (
     Layout,
     LayoutJob,
     choose_size,
-    clean_text,
-    cluster_starts,
     lay_out,
     open_font,
     paragraphs,
     place,
 )
-from renderer.text_runs import Run, Shaper, visual_order
 
 DEFAULT_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 Masks = NDArray[np.float32]
 Region = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end exclusive
 _FONT_LOCK = threading.Lock()
-MAX_LISTED = 20  # uncovered characters named in one warning
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,25 +83,11 @@ def resolve_fallbacks(loaded: LoadedTemplate, name: str | None) -> tuple[Path, .
     )
 
 
-def describe_uncovered(characters: str) -> str:
-    """A person-readable list of characters, each with its code point."""
-    return ", ".join(f"'{ch}' (U+{ord(ch):04X})" for ch in characters)
-
-
-def text_warnings(loaded: LoadedTemplate, layer: TextLayer) -> list[str]:
-    """Warnings about a text layer's default text: characters that no font of its chain
-    (its font, the template's other fonts, the installed fallbacks) can draw."""
-    path = resolve_font(loaded, layer.font)
-    primary = path if path is not None else default_font_path()
-    chain = font_chain(primary, resolve_fallbacks(loaded, layer.font), system=path is None)
-    missing = uncovered(clean_text(layer.text, layer.uppercase), chain)
-    if not missing:
-        return []
-    return [
-        f"no available font has {describe_uncovered(''.join(missing[:MAX_LISTED]))}"
-        + (f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else "")
-        + "; they would be drawn as empty boxes"
-    ]
+def text_chain(font_path: Path | None, fallbacks: tuple[Path, ...]) -> tuple[FontFace, ...]:
+    """The fonts a text layer tries per character: ``font_path`` (None: the default font),
+    the template's other fonts (``fallbacks``), then the system fallbacks."""
+    primary = font_path if font_path is not None else default_font_path()
+    return font_chain(primary, fallbacks, system=font_path is None)
 
 
 def default_font_path() -> Path | None:
@@ -153,105 +139,6 @@ def _blur(mask: Masks, sigma: float) -> Masks:
     return blurred
 
 
-def _draw_color(canvas: Masks, shaper: Shaper, run: Run, pen: float, baseline: float) -> None:
-    """Composite a run of a colour font (CBDT bitmaps, COLR layers) in its own colours onto
-    the premultiplied float ``canvas``. A bitmap strike is drawn at its size and resampled to
-    the layer's: the glyphs are premultiplied, so filtering does not fringe."""
-    font, scale = shaper.font(run.font), shaper.scale(run.font)
-    direction = shaper.direction(run)
-    box = font.getbbox(run.text, anchor="ls", direction=direction)
-    left, top = math.floor(box[0]), math.floor(box[1])
-    right, bottom = math.ceil(box[2]), math.ceil(box[3])
-    if right <= left or bottom <= top:
-        return
-    glyphs = Image.new("RGBA", (right - left, bottom - top), (0, 0, 0, 0))
-    ImageDraw.Draw(glyphs).text(
-        (-left, -top), run.text, fill=(255, 255, 255, 255), font=font, anchor="ls",
-        direction=direction, embedded_color=True,
-    )  # fmt: skip
-    # Drawn onto transparent black, Pillow's masked paste leaves colour * coverage: premultiplied.
-    x0, y0 = pen + left * scale, baseline + top * scale
-    w = max(1, round((right - left) * scale))
-    h = max(1, round((bottom - top) * scale))
-    if (w, h) != glyphs.size:
-        glyphs = glyphs.resize(
-            (w, h), Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
-        )
-    src = np.clip(np.asarray(glyphs, dtype=np.float32) / 255.0, 0.0, 1.0)
-    src[..., :3] = np.minimum(src[..., :3], src[..., 3:4])
-    ix, iy = round(x0), round(y0)
-    height, width = canvas.shape[:2]
-    cx0, cy0, cx1, cy1 = max(ix, 0), max(iy, 0), min(ix + w, width), min(iy + h, height)
-    if cx0 >= cx1 or cy0 >= cy1:
-        return
-    part = src[cy0 - iy : cy1 - iy, cx0 - ix : cx1 - ix]
-    region = canvas[cy0:cy1, cx0:cx1]
-    region *= 1.0 - part[..., 3:4]
-    region += part
-
-
-def _draw_lines(
-    layout: Layout,
-    origins: list[tuple[float, float]],
-    size: tuple[int, int],
-    stroke: float,
-    color: Masks | None = None,
-) -> Image.Image:
-    """Coverage of the laid-out lines (with a stroke of ``stroke`` px, when positive). Runs of
-    colour fonts go to ``color`` (premultiplied RGBA floats) when given, else nowhere."""
-    image = Image.new("L", size, 0)
-    draw = ImageDraw.Draw(image)
-    shaper = layout.shaper
-    for line, (x, baseline) in zip(layout.lines, origins, strict=True):
-        if not line.text:
-            continue
-        rtl = line.para.direction == "rtl"
-        runs = visual_order(shaper.runs(line.text, rtl), rtl)
-        if not line.para.spaced:
-            pen = x
-            for run in runs:
-                _draw_run(draw, shaper, run, pen, baseline, stroke=stroke, color=color)
-                pen += shaper.run_width(run)
-            continue
-        # Letter spacing: one cluster at a time (spaced paragraphs are left to right), each
-        # advance measured on the pair it starts within its run, which keeps the kerning.
-        pen = x
-        for run in runs:
-            starts = cluster_starts(run.text)
-            bounds = [*starts[1:], len(run.text)]
-            clusters = [run.text[i:j] for i, j in zip(starts, bounds, strict=True)]
-            for k, cluster in enumerate(clusters):
-                piece = Run(cluster, run.start + starts[k], run.font, run.rtl)
-                _draw_run(draw, shaper, piece, pen, baseline, stroke=stroke, color=color)
-                advance = shaper.run_width(piece)
-                if k + 1 < len(clusters):
-                    pair = Run(cluster + clusters[k + 1], 0, run.font, run.rtl)
-                    following = Run(clusters[k + 1], 0, run.font, run.rtl)
-                    advance = shaper.run_width(pair) - shaper.run_width(following)
-                pen += advance + shaper.spacing
-    return image
-
-
-def _draw_run(
-    draw: ImageDraw.ImageDraw,
-    shaper: Shaper,
-    run: Run,
-    pen: float,
-    baseline: float,
-    *,
-    stroke: float,
-    color: Masks | None,
-) -> None:
-    if shaper.chain[run.font].color:
-        if color is not None:
-            _draw_color(color, shaper, run, pen, baseline)
-        return
-    draw.text(
-        (pen, baseline), run.text, fill=255, font=shaper.font(run.font), anchor="ls",
-        direction=shaper.direction(run), stroke_width=stroke, stroke_fill=255,
-    )  # fmt: skip
-
-
 def _union(a: Region, b: Region) -> Region:
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
@@ -292,8 +179,8 @@ def _typeset(job: LayoutJob) -> _Typeset:
             for run in shaper.runs(line.text, line.para.direction == "rtl")
         ):
             color = np.zeros((job.height, job.width, 4), dtype=np.float32)
-        fill = _draw_lines(layout, origins, size, 0.0, color)
-        outline = _draw_lines(layout, origins, size, job.stroke) if job.stroke else fill
+        fill = draw_lines(layout, origins, size, 0.0, color)
+        outline = draw_lines(layout, origins, size, job.stroke) if job.stroke else fill
     if color is not None and not color[..., 3].any():
         color = None
     return _Typeset(layout, origins, widths, fill, outline, color)
@@ -405,8 +292,7 @@ def render_text(
     """
     if width < 1 or height < 1:
         raise InvalidTemplate(f"text layer '{layer.id}': box is {width}x{height} pixels")
-    primary = font_path if font_path is not None else default_font_path()
-    chain = font_chain(primary, fallbacks, system=font_path is None)
+    chain = text_chain(font_path, fallbacks)
     for face in chain[: 1 + len(fallbacks)]:
         try:
             open_font(face.path, layer.size, face.index, face.strike)
