@@ -8,6 +8,7 @@ tests that need them fail under CI when they are missing rather than skip.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,20 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
 from renderer import fonts
+from renderer.layers import SourceContext
+from renderer.layers.text import open_text
 from renderer.loader import load_template_from_dict
 from renderer.manifest import build_manifest
-from renderer.model import TextLayer
+from renderer.model import LoadedTemplate, Template, TextLayer
 from renderer.probe import check_font
-from renderer.text import TextRaster, default_font_path, render_text
+from renderer.text import (
+    TextRaster,
+    default_font_path,
+    render_text,
+    resolve_fallbacks,
+    resolve_font,
+    text_chain,
+)
 from renderer.text_layout import LayoutJob, choose_size, lay_out, paragraphs
 from renderer.text_runs import Shaper, break_segments, visual_order
 
@@ -356,3 +366,27 @@ def test_rtl_phrase_inside_ltr_text_is_one_right_to_left_run() -> None:
         ("مرحبا بالعالم", True),
         (" today", False),
     ]
+
+
+def test_template_fonts_come_before_system_fallbacks_and_fits_report_uncovered(
+    tmp_path: Path,
+) -> None:
+    assert HEBREW_ONLY is not None
+    bold = Path(str(default_font_path())).with_name("DejaVuSans-Bold.ttf")
+    shutil.copy(HEBREW_ONLY, tmp_path / "hebrew.ttf")
+    shutil.copy(bold, tmp_path / "bold.ttf")
+    tpl = Template.model_validate(
+        {"width": 64, "height": 36, "frames": 5, "fonts": {"heb": "hebrew.ttf", "b": "bold.ttf"}}
+    )
+    loaded = LoadedTemplate(tmp_path, tpl)
+    chain = text_chain(resolve_font(loaded, "heb"), resolve_fallbacks(loaded, "heb"))
+    shaper = Shaper(chain, 20.0, 0.0, ("שלום Dana",))
+    faces = {
+        run.text.strip(): Path(str(chain[run.font].path)).name
+        for run in shaper.runs("שלום Dana", True)
+    }
+    assert faces == {"שלום": "hebrew.ttf", "Dana": "bold.ttf"}
+
+    text = layer(text="שלום Dana \ue000", font="heb")
+    source = open_text(text, SourceContext(loaded, 120, 40, 2.0, 64, 36))
+    assert source.text_fit.uncovered == "\ue000"
