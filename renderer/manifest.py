@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from renderer.customize import asset_kind_for_layer, customizable_properties
+from renderer.fonts import uncovered
 from renderer.model import (
     ImageLayer,
     LoadedTemplate,
@@ -16,6 +17,10 @@ from renderer.model import (
 )
 from renderer.orientation import media_display
 from renderer.probe import lottie_texts, read_lottie
+from renderer.text import resolve_fallbacks, resolve_font, text_chain
+from renderer.text_layout import clean_text
+
+MAX_LISTED = 20  # uncovered characters named in one warning
 
 
 def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
@@ -23,10 +28,12 @@ def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
     layers (id, type, in/out frames, box in composition pixels, the customisable properties,
     the asset kind that may replace its media, current values of customisable properties;
     for a lottie layer ``defaults.lottieText`` maps each text layer name in its animation to
-    its text, and ``warnings`` lists what Velocity ignores in it: expressions, sound; for
-    image and video layers ``media``: the file's displayed ``width`` and ``height`` with the
-    EXIF orientation or display matrix applied, the clockwise ``rotation`` and whether it is
-    ``mirrored``) and audio tracks (id or null, src, replaceable) and font names.
+    its text, and ``warnings`` lists what Velocity ignores in it: expressions, sound; for a
+    text layer ``warnings`` names the characters of its text that no font of its fallback
+    chain has, which would draw as boxes; for image and video layers ``media``: the file's
+    displayed ``width`` and ``height`` with the EXIF orientation or display matrix applied,
+    the clockwise ``rotation`` and whether it is ``mirrored``) and audio tracks (id or null,
+    src, replaceable) and font names.
 
     Raises:
         UnsupportedMedia: a lottie, image or video file is no longer readable (the loader
@@ -44,6 +51,7 @@ def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if isinstance(layer, TextLayer):
             defaults.update(text=layer.text, color=layer.color)
+            extra["warnings"] = text_warnings(loaded, layer)
         elif isinstance(layer, SolidLayer):
             defaults["color"] = layer.color
         elif isinstance(layer, LottieLayer):
@@ -90,3 +98,23 @@ def build_manifest(loaded: LoadedTemplate) -> dict[str, Any]:
         ],
         "fonts": list(template.fonts),
     }
+
+
+def describe_uncovered(characters: str) -> str:
+    """A person-readable list of characters, each with its code point."""
+    return ", ".join(f"'{ch}' (U+{ord(ch):04X})" for ch in characters)
+
+
+def text_warnings(loaded: LoadedTemplate, layer: TextLayer) -> list[str]:
+    """Warnings about a text layer's default text: characters that no font of its chain
+    (its font, the template's other fonts, the installed fallbacks) can draw."""
+    fallbacks = resolve_fallbacks(loaded, layer.font)
+    chain = text_chain(resolve_font(loaded, layer.font), fallbacks)
+    missing = uncovered(clean_text(layer.text, layer.uppercase), chain)
+    if not missing:
+        return []
+    return [
+        f"no available font has {describe_uncovered(''.join(missing[:MAX_LISTED]))}"
+        + (f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else "")
+        + "; they would be drawn as empty boxes"
+    ]

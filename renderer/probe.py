@@ -316,9 +316,12 @@ def check_font(path: Path, name: str | None = None) -> FontInfo:
     """
     from PIL import ImageFont
 
+    from renderer.fonts import describe
+
     label = _label(path, name)
     try:
-        font = ImageFont.truetype(str(path), 16)
+        # A bitmap-only font (Noto Color Emoji) opens only at its strike size.
+        font = ImageFont.truetype(str(path), describe(str(path)).strike or 16)
         family, style = font.getname()
         font.getbbox("Ag")
     except FileNotFoundError as err:

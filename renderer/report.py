@@ -18,6 +18,9 @@ class TextFit:
     used_size: float
     lines: int
     truncated: bool
+    # Characters of the text that no font of the layer's fallback chain has (drawn as the
+    # first font's missing-glyph box), in order of first appearance.
+    uncovered: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
 """Text layers (SPEC §4 ``text``): rasterisation of laid-out lines into the layer box.
 
 The raster is exactly the layer box, so nothing is ever drawn outside it. ``renderer.text_layout``
-breaks and fits the lines; this module draws their coverage with Pillow and composites
-background, shadow, stroke and fill (bottom to top) as premultiplied RGBA.
+breaks and fits the lines; ``renderer.text_draw`` draws their coverage with Pillow; this module
+composites background, shadow, stroke, fill and colour glyphs (bottom to top) as premultiplied
+RGBA.
 
-Shaping goes through Pillow's raqm layout (HarfBuzz + FriBiDi) whenever it is available, with
-the paragraph direction taken from its first strong character, so Arabic joins and Hebrew runs
-right to left. Alignment is physical (``left`` means the left edge for every script).
+Each character is drawn with the first font of the layer's chain that has it (the layer's
+font, the template's other fonts, the system fallbacks: see ``renderer.fonts``), and each run
+of one font is shaped through Pillow's raqm layout (HarfBuzz + FriBiDi) when available, so
+Arabic joins and Hebrew runs right to left. Alignment is physical (``left`` means the left edge
+for every script).
 
 Letter spacing: Pillow exposes no per-glyph advances, so spacing is applied by drawing one
 grapheme cluster at a time, each advance measured on the pair it starts (which keeps kerning).
@@ -24,16 +27,17 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
 
 from renderer.errors import InvalidTemplate
+from renderer.fonts import FontFace, font_chain, uncovered
 from renderer.model import LoadedTemplate, TextLayer, parse_color
 from renderer.report import TextFit
+from renderer.text_draw import draw_lines
 from renderer.text_layout import (
     Layout,
     LayoutJob,
     choose_size,
-    cluster_starts,
     lay_out,
     open_font,
     paragraphs,
@@ -69,6 +73,21 @@ def resolve_font(loaded: LoadedTemplate, name: str | None) -> Path | None:
         return None
     relative = loaded.template.fonts.get(name)
     return None if relative is None else loaded.path(relative)
+
+
+def resolve_fallbacks(loaded: LoadedTemplate, name: str | None) -> tuple[Path, ...]:
+    """The template's fonts other than ``name``, in the template's order: a text layer tries
+    them for characters its own font lacks."""
+    return tuple(
+        loaded.path(relative) for key, relative in loaded.template.fonts.items() if key != name
+    )
+
+
+def text_chain(font_path: Path | None, fallbacks: tuple[Path, ...]) -> tuple[FontFace, ...]:
+    """The fonts a text layer tries per character: ``font_path`` (None: the default font),
+    the template's other fonts (``fallbacks``), then the system fallbacks."""
+    primary = font_path if font_path is not None else default_font_path()
+    return font_chain(primary, fallbacks, system=font_path is None)
 
 
 def default_font_path() -> Path | None:
@@ -120,38 +139,8 @@ def _blur(mask: Masks, sigma: float) -> Masks:
     return blurred
 
 
-def _draw_lines(
-    layout: Layout, origins: list[tuple[float, float]], size: tuple[int, int], stroke: float
-) -> Image.Image:
-    """Coverage of the laid-out lines (with a stroke of ``stroke`` px, when positive)."""
-    image = Image.new("L", size, 0)
-    draw = ImageDraw.Draw(image)
-    shaper = layout.shaper
-    for line, (x, baseline) in zip(layout.lines, origins, strict=True):
-        if not line.text:
-            continue
-        direction = shaper.direction(line.para)
-        if not line.para.spaced:
-            draw.text(
-                (x, baseline), line.text, fill=255, font=shaper.font, anchor="ls",
-                direction=direction, stroke_width=stroke, stroke_fill=255,
-            )  # fmt: skip
-            continue
-        starts = cluster_starts(line.text)
-        bounds = [*starts[1:], len(line.text)]
-        clusters = [line.text[i:j] for i, j in zip(starts, bounds, strict=True)]
-        pen = x
-        for k, cluster in enumerate(clusters):
-            draw.text(
-                (pen, baseline), cluster, fill=255, font=shaper.font,
-                anchor="ls", stroke_width=stroke, stroke_fill=255,
-            )  # fmt: skip
-            if k + 1 < len(clusters):
-                # The advance measured with the next cluster keeps the pair's kerning.
-                pair = cluster + clusters[k + 1]
-                advance = shaper.font.getlength(pair) - shaper.font.getlength(clusters[k + 1])
-                pen += advance + shaper.spacing
-    return image
+def _union(a: Region, b: Region) -> Region:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
 def _clip(region: tuple[float, float, float, float], width: int, height: int) -> Region | None:
@@ -169,6 +158,7 @@ class _Typeset:
     widths: list[float]
     fill: Image.Image
     outline: Image.Image
+    color: Masks | None  # premultiplied RGBA of colour-font glyphs (emoji), when any
 
     @property
     def has_text(self) -> bool:
@@ -181,9 +171,19 @@ def _typeset(job: LayoutJob) -> _Typeset:
         layout = lay_out(job, choose_size(job))
         origins, widths = place(job, layout)
         size = (job.width, job.height)
-        fill = _draw_lines(layout, origins, size, 0.0)
-        outline = _draw_lines(layout, origins, size, job.stroke) if job.stroke else fill
-    return _Typeset(layout, origins, widths, fill, outline)
+        color: Masks | None = None
+        shaper = layout.shaper
+        if any(
+            shaper.chain[run.font].color
+            for line in layout.lines
+            for run in shaper.runs(line.text, line.para.direction == "rtl")
+        ):
+            color = np.zeros((job.height, job.width, 4), dtype=np.float32)
+        fill = draw_lines(layout, origins, size, 0.0, color)
+        outline = draw_lines(layout, origins, size, job.stroke) if job.stroke else fill
+    if color is not None and not color[..., 3].any():
+        color = None
+    return _Typeset(layout, origins, widths, fill, outline, color)
 
 
 def _paint(job: LayoutJob, typeset: _Typeset, fill: tuple[int, int, int, int]) -> NDArray[np.uint8]:
@@ -196,6 +196,14 @@ def _paint(job: LayoutJob, typeset: _Typeset, fill: tuple[int, int, int, int]) -
     layout, origins, widths = typeset.layout, typeset.origins, typeset.widths
     fill_mask, outline_mask = typeset.fill, typeset.outline
     parts: list[Region | None] = [fill_mask.getbbox(), outline_mask.getbbox()]
+    color = typeset.color
+    if color is not None:
+        ys, xs = np.nonzero(color[..., 3] > 0)
+        color_box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        parts.append(color_box)
+        # Emoji cast shadows like the glyphs around them.
+        outline_box = parts[1]
+        parts[1] = color_box if outline_box is None else _union(outline_box, color_box)
     rect = (
         min(x for x, _ in origins) - job.padding,
         origins[0][1] - layout.shaper.ascent - job.padding,
@@ -231,12 +239,19 @@ def _paint(job: LayoutJob, typeset: _Typeset, fill: tuple[int, int, int, int]) -
         coverage = _rounded_rect(region, rect, layer.background.radius)
         _over(acc, parse_color(layer.background.color), coverage)
     outline = crop(outline_mask)
+    emoji = None if color is None else color[region[1] : region[3], region[0] : region[2]]
     if shadow is not None:
-        moved = _blur(_shift(outline, dx, dy), shadow.blur / 2)
+        caster = outline if emoji is None else np.maximum(outline, emoji[..., 3])
+        moved = _blur(_shift(caster, dx, dy), shadow.blur / 2)
         _over(acc, parse_color(shadow.color), moved)
     if layer.stroke is not None:
         _over(acc, parse_color(layer.stroke.color), outline)
     _over(acc, fill, crop(fill_mask) if outline_mask is not fill_mask else outline)
+    if emoji is not None:
+        # Colour glyphs keep their colours; the layer colour's alpha still fades them.
+        alpha = np.float32(fill[3] / 255.0)
+        acc *= 1.0 - emoji[..., 3:4] * alpha
+        acc += emoji * alpha
 
     painted = np.round(np.clip(acc, 0.0, 1.0) * 255.0).astype(np.uint8)
     np.minimum(painted[..., :3], painted[..., 3:4], out=painted[..., :3])
@@ -252,6 +267,7 @@ def render_text(
     *,
     text: str | None = None,
     color: str | None = None,
+    fallbacks: tuple[Path, ...] = (),
 ) -> TextRaster:
     """Lay out and rasterise a text layer into its box.
 
@@ -262,9 +278,13 @@ def render_text(
         height: the layer box height in pixels.
         text: a customised text replacing ``layer.text``.
         color: a customised colour replacing ``layer.color``.
+        fallbacks: the template's other fonts, tried before the system fallbacks for
+            characters ``font_path`` lacks (see ``renderer.fonts``).
 
     Returns:
-        The premultiplied RGBA raster of exactly ``width`` x ``height`` and the fit chosen.
+        The premultiplied RGBA raster of exactly ``width`` x ``height`` and the fit chosen,
+        which lists the characters no font could draw (drawn as the first font's missing-glyph
+        box).
 
     Raises:
         InvalidTemplate: the font file cannot be opened, or the box is empty.
@@ -272,21 +292,21 @@ def render_text(
     """
     if width < 1 or height < 1:
         raise InvalidTemplate(f"text layer '{layer.id}': box is {width}x{height} pixels")
-    path = font_path if font_path is not None else default_font_path()
-    font_key = None if path is None else str(path)
-    try:
-        open_font(font_key, layer.size)
-    except OSError as exc:
-        raise InvalidTemplate(
-            f"text layer '{layer.id}': font file '{path}' cannot be opened ({exc})"
-        ) from exc
+    chain = text_chain(font_path, fallbacks)
+    for face in chain[: 1 + len(fallbacks)]:
+        try:
+            open_font(face.path, layer.size, face.index, face.strike)
+        except OSError as exc:
+            raise InvalidTemplate(
+                f"text layer '{layer.id}': font file '{face.path}' cannot be opened ({exc})"
+            ) from exc
 
     fill = parse_color(layer.color if color is None else color)
     stroke = layer.stroke.width if layer.stroke is not None else 0.0
     padding = layer.background.padding if layer.background is not None else 0.0
 
     paras = paragraphs(layer.text if text is None else text, layer)
-    job = LayoutJob(layer, paras, font_key, width, height, stroke, padding)
+    job = LayoutJob(layer, paras, chain, width, height, stroke, padding)
     typeset = _typeset(job)
     rgba = _paint(job, typeset, fill)
     rgba.setflags(write=False)
@@ -296,5 +316,6 @@ def render_text(
         used_size=typeset.layout.size,
         lines=len(typeset.layout.lines) if typeset.has_text else 0,
         truncated=typeset.layout.truncated,
+        uncovered="".join(uncovered("\n".join(p.text for p in paras), chain)),
     )
     return TextRaster(rgba=rgba, fit=fit)

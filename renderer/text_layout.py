@@ -13,17 +13,23 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 
-from PIL import ImageFont, features
-
-from renderer.errors import InvalidTemplate
+from renderer.fonts import FontFace
 from renderer.model import TextLayer
+from renderer.text_runs import (
+    Line,
+    Para,
+    Shaper,
+    break_segments,
+    cluster_starts,
+    open_font,
+    visual_order,
+)
 
-ELLIPSIS = "\u2026"
+__all__ = ["cluster_starts", "open_font"]
+
 MIN_SHRINK_SIZE = 6.0
-MIN_FONT_SIZE = 1.0
 
 # Scripts whose glyphs join or reorder, so they must be shaped as whole runs.
 _COMPLEX_RANGES = (
@@ -39,55 +45,7 @@ _COMPLEX_RANGES = (
 _NEWLINES = str.maketrans({"\r": "\n", "\u2028": "\n", "\u2029": "\n", "\t": " "})
 
 
-@lru_cache(maxsize=64)
-def open_font(path: str | None, size: float) -> ImageFont.FreeTypeFont:
-    """The font file at ``path`` (None: Pillow's built-in scalable font) at ``size`` px, with
-    raqm shaping when Pillow has it. Cached, so a shrink search reopens nothing.
-
-    Raises:
-        OSError: the file is missing or not a font.
-        InvalidTemplate: Pillow was built without FreeType.
-    """
-    # FreeType refuses sizes under half a pixel ("invalid ppem value"); a text layer scaled
-    # down by a small encoderConfig.res, or a tiny minSize, is drawn at one pixel instead.
-    size = max(size, MIN_FONT_SIZE)
-    if path is None:
-        font = ImageFont.load_default(size)
-        if not isinstance(font, ImageFont.FreeTypeFont):  # Pillow built without FreeType
-            raise InvalidTemplate("text layers need Pillow with FreeType support")
-        return font
-    engine = ImageFont.Layout.RAQM if features.check("raqm") else ImageFont.Layout.BASIC
-    return ImageFont.truetype(path, size, layout_engine=engine)
-
-
 # --- characters -------------------------------------------------------------------------------
-
-
-def _extends_cluster(prev: str, ch: str) -> bool:
-    code = ord(ch)
-    return (
-        unicodedata.category(ch) in ("Mn", "Mc", "Me")
-        or ch == "\u200d"
-        or prev == "\u200d"
-        or 0xFE00 <= code <= 0xFE0F  # variation selectors
-        or 0x1F3FB <= code <= 0x1F3FF  # skin-tone modifiers
-        or 0xE0020 <= code <= 0xE007F  # emoji tag sequences
-        or 0xE0100 <= code <= 0xE01EF
-    )
-
-
-def cluster_starts(text: str) -> list[int]:
-    """Start offsets of (approximate) grapheme clusters: a base and what attaches to it."""
-    starts: list[int] = []
-    regional = 0
-    for i, ch in enumerate(text):
-        is_regional = 0x1F1E6 <= ord(ch) <= 0x1F1FF
-        joins_flag = is_regional and regional % 2 == 1
-        regional = regional + 1 if is_regional else 0
-        if i and (joins_flag or _extends_cluster(text[i - 1], ch)):
-            continue
-        starts.append(i)
-    return starts
 
 
 def paragraph_direction(paragraph: str) -> str:
@@ -116,19 +74,6 @@ def clean_text(text: str, uppercase: bool) -> str:
 # --- measuring and breaking -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Para:
-    text: str
-    direction: str
-    spaced: bool  # letter spacing applies (see renderer.text's docstring for when)
-
-
-@dataclass(frozen=True)
-class Line:
-    text: str
-    para: Para
-
-
 def paragraphs(text: str, layer: TextLayer) -> tuple[Para, ...]:
     """Split ``text`` at newlines; each paragraph gets its direction and whether the layer's
     letter spacing can apply to it without breaking shaping."""
@@ -138,30 +83,6 @@ def paragraphs(text: str, layer: TextLayer) -> tuple[Para, ...]:
         spaced = layer.letter_spacing != 0 and direction == "ltr" and not is_complex(chunk)
         paras.append(Para(chunk, direction, spaced))
     return tuple(paras)
-
-
-class Shaper:
-    """Measures runs in one font at one size, with the layer's letter spacing."""
-
-    def __init__(self, font: ImageFont.FreeTypeFont, spacing: float) -> None:
-        self.font = font
-        self.spacing = spacing
-        self.raqm = font.layout_engine == ImageFont.Layout.RAQM
-        ascent, descent = font.getmetrics()
-        self.ascent = float(ascent)
-        self.descent = float(descent)
-
-    def direction(self, para: Para) -> str | None:
-        return para.direction if self.raqm else None
-
-    def width(self, text: str, para: Para) -> float:
-        """Advance width of ``text`` in pixels, letter spacing included."""
-        if not text:
-            return 0.0
-        width = float(self.font.getlength(text, direction=self.direction(para)))
-        if para.spaced:
-            width += self.spacing * (len(cluster_starts(text)) - 1)
-        return width
 
 
 def _last_fitting(count: int, fits: Callable[[int], bool]) -> int:
@@ -194,7 +115,7 @@ def _break_word(word: str, shaper: Shaper, para: Para, width: float) -> list[str
         bounds = [*cluster_starts(word)[1:], len(word)]
 
         def fits(n: int, word: str = word, bounds: list[int] = bounds) -> bool:
-            return shaper.width(word[: bounds[n - 1]], para) <= width
+            return _width(shaper, word[: bounds[n - 1]], para) <= width
 
         k = _last_fitting(len(bounds), fits)
         cut = bounds[max(k, 1) - 1]
@@ -203,53 +124,71 @@ def _break_word(word: str, shaper: Shaper, para: Para, width: float) -> list[str
     return pieces
 
 
+def _width(shaper: Shaper, text: str, para: Para) -> float:
+    return shaper.width(text, para.direction == "rtl", para.spaced)
+
+
 def _wrap(
     para: Para, shaper: Shaper, width: float, room: int, allow_breaks: bool
 ) -> tuple[list[str], bool]:
-    """Greedy word wrap of one paragraph into at most ``room + 1`` lines (one more than fits
-    shows that something was dropped). Returns the lines and whether a word had to be cut
-    (or, when ``allow_breaks`` is False, would have had to be)."""
-    words = para.text.split(" ")
+    """Greedy wrap of one paragraph at its line-break opportunities into at most ``room + 1``
+    lines (one more than fits shows that something was dropped). Returns the lines and whether
+    a piece had to be cut (or, when ``allow_breaks`` is False, would have had to be)."""
+    pieces = list(break_segments(para.text))
     lines: list[str] = []
     broke = False
     i = 0
-    while i < len(words) and len(lines) <= room:
-        if lines and words[i] == "" and i + 1 < len(words):
-            i += 1  # a space that fell on a break is not carried to the next line
-            continue
+    gap = shaper.spacing if para.spaced else 0.0
+
+    def estimate(start: int, n: int) -> float:
+        # Pieces measured one by one (cached) and summed: shaping a whole candidate line per
+        # probe costs a glyph load per character, too much for CJK. Shaping does not reach
+        # across a break opportunity beyond kerning, which the exact check below catches.
+        inner = sum(_width(shaper, piece, para) for piece in pieces[start : start + n - 1])
+        last = _width(shaper, pieces[start + n - 1].rstrip(" "), para)
+        return inner + last + gap * (n - 1)
+
+    def exact(start: int, n: int) -> float:
+        return _width(shaper, "".join(pieces[start : start + n]).rstrip(" "), para)
+
+    while i < len(pieces) and len(lines) <= room:
         start = i
 
         def fits(n: int, start: int = start) -> bool:
-            return shaper.width(" ".join(words[start : start + n]).rstrip(" "), para) <= width
+            return estimate(start, n) <= width
 
-        k = _last_fitting(len(words) - start, fits)
+        k = _last_fitting(len(pieces) - start, fits)
+        while k > 0 and exact(start, k) > width:
+            k -= 1
         if k == 0:
             broke = True
             if not allow_breaks:
                 return lines, True
-            pieces = _break_word(words[start], shaper, para, width)
-            lines.extend(pieces[:-1])
-            if shaper.width(pieces[-1], para) > width:
+            cut = _break_word(pieces[start].rstrip(" "), shaper, para, width)
+            lines.extend(cut[:-1])
+            if _width(shaper, cut[-1], para) > width:
                 # A single cluster wider than the box: give it a line of its own and move on.
-                lines.append(pieces[-1])
+                lines.append(cut[-1])
                 i = start + 1
             else:
-                words[start] = pieces[-1]
+                pieces[start] = cut[-1] + pieces[start][len(pieces[start].rstrip(" ")) :]
             continue
-        lines.append(" ".join(words[start : start + k]).rstrip(" "))
+        lines.append("".join(pieces[start : start + k]).rstrip(" "))
         i = start + k
     return lines or [""], broke
 
 
 def _ellipsize(text: str, shaper: Shaper, para: Para, width: float) -> str:
-    """The longest cluster prefix of ``text`` that still fits ``width`` with an ellipsis."""
+    """The longest cluster prefix of ``text`` that still fits ``width`` with an ellipsis (or
+    three full stops when no font of the chain has one)."""
     bounds = cluster_starts(text)[1:] + [len(text)]
+    mark = shaper.ellipsis
 
     def fits(n: int) -> bool:
-        return shaper.width(text[: bounds[n - 1]].rstrip() + ELLIPSIS, para) <= width
+        return _width(shaper, text[: bounds[n - 1]].rstrip() + mark, para) <= width
 
     k = _last_fitting(len(bounds), fits)
-    return (text[: bounds[k - 1]].rstrip() if k else "") + ELLIPSIS
+    return (text[: bounds[k - 1]].rstrip() if k else "") + mark
 
 
 @dataclass(frozen=True)
@@ -277,7 +216,7 @@ class LayoutJob:
 
     layer: TextLayer
     paras: tuple[Para, ...]
-    font_key: str | None
+    chain: tuple[FontFace, ...]
     width: int
     height: int
     stroke: float
@@ -296,8 +235,15 @@ class LayoutJob:
     def inner_h(self) -> float:
         return max(1.0, self.height - 2 * self.inset)
 
+    shapers: dict[float, Shaper] = field(default_factory=dict, compare=False)
+
     def shaper(self, size: float) -> Shaper:
-        return Shaper(open_font(self.font_key, size), self.layer.letter_spacing)
+        shaper = self.shapers.get(size)
+        if shaper is None:
+            texts = tuple(p.text for p in self.paras)
+            shaper = Shaper(self.chain, size, self.layer.letter_spacing, texts)
+            self.shapers[size] = shaper
+        return shaper
 
 
 def _fits_at(job: LayoutJob, size: float) -> bool:
@@ -349,7 +295,7 @@ def lay_out(job: LayoutJob, size: float) -> Layout:
     truncated = dropped
     for index, line in enumerate(kept):
         last_cut = dropped and index == len(kept) - 1
-        if last_cut or shaper.width(line.text, line.para) > w:
+        if last_cut or _width(shaper, line.text, line.para) > w:
             truncated = True
             lines.append(Line(_ellipsize(line.text, shaper, line.para, w), line.para))
         else:
@@ -378,19 +324,31 @@ def place(job: LayoutJob, layout: Layout) -> tuple[list[tuple[float, float]], li
     origins: list[tuple[float, float]] = []
     widths: list[float] = []
     for index, line in enumerate(layout.lines):
-        line_w = shaper.width(line.text, line.para)
+        line_w = _width(shaper, line.text, line.para)
         x = inset + share * (width - 2 * inset - line_w)
-        if line.text and not line.para.spaced:
+        if line.text:
             # Side bearings can put ink past the advance box; nudge it back inside the box.
-            left, _, right, _ = shaper.font.getbbox(
-                line.text,
-                anchor="ls",
-                direction=shaper.direction(line.para),
-                stroke_width=job.stroke,
-            )
+            left, right = ink_extent(shaper, line, job.stroke)
             if right - left <= width:
                 x = min(x, width - right)
                 x = max(x, -left)
         origins.append((x, top + shaper.ascent + index * advance))
         widths.append(line_w)
     return origins, widths
+
+
+def ink_extent(shaper: Shaper, line: Line, stroke: float) -> tuple[float, float]:
+    """Leftmost and rightmost ink of ``line`` relative to its pen origin."""
+    rtl = line.para.direction == "rtl"
+    pen, left, right = 0.0, math.inf, -math.inf
+    for run in visual_order(shaper.runs(line.text, rtl), rtl):
+        scale = shaper.scale(run.font)
+        box = shaper.font(run.font).getbbox(
+            run.text, anchor="ls", direction=shaper.direction(run), stroke_width=stroke / scale
+        )
+        left = min(left, pen + box[0] * scale)
+        right = max(right, pen + box[2] * scale)
+        pen += shaper.run_width(run)
+    if line.para.spaced:
+        right = max(right, right + _width(shaper, line.text, line.para) - pen)
+    return (left, right) if left <= right else (0.0, 0.0)

@@ -235,6 +235,14 @@ class _Run(Attempt):
             )
         if done:
             log.info("render %s completed (%d bytes, %s)", render.id, size, report.encoder)
+            for fit in report.text_fits:
+                if fit.uncovered:  # drawn as missing-glyph boxes; the rest of the text is drawn
+                    log.warning(
+                        "render %s: text layer %s has characters no font has: %s",
+                        render.id,
+                        fit.layer_id,
+                        ", ".join(f"U+{ord(ch):04X}" for ch in fit.uncovered[:20]),
+                    )
             return
         # Not ours any more, or cancelled while the last frames were encoded.
         await self.end(JobStatus.Cancelled, "Cancelled", None)

@@ -45,11 +45,12 @@ class TextSource:
             InvalidTemplate: the layer's font cannot be resolved or loaded (from
                 ``renderer.text``).
         """
-        from renderer.text import render_text, resolve_font
+        from renderer.text import render_text, resolve_fallbacks, resolve_font
 
         font_path = resolve_font(ctx.loaded, layer.font)
+        fallbacks = resolve_fallbacks(ctx.loaded, layer.font)
         scaled = scale_text_layer(layer, ctx.scale)
-        raster = render_text(scaled, font_path, ctx.box_w, ctx.box_h)
+        raster = render_text(scaled, font_path, ctx.box_w, ctx.box_h, fallbacks=fallbacks)
         rgba = raster.rgba
         self.height, self.width = rgba.shape[:2]
         self._rgba: Rgba = rgba
@@ -62,6 +63,7 @@ class TextSource:
                 used_size=fit.used_size / ctx.scale,
                 lines=fit.lines,
                 truncated=fit.truncated,
+                uncovered=fit.uncovered,
             )
         self.text_fit: TextFit = fit
 
