@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     # Renders longer than this many output frames are split into chunks rendered in
     # parallel and joined without re-encoding; 0 renders everything in one piece.
     chunk_frames: int = Field(default=900, ge=0)
+    # Encoded static spans (no customised layer on screen) kept for later renders of the
+    # same template and encoder config; 0 turns span rendering off. The operator's storage,
+    # not counted in any account's quota. Default: <storage_dir>/segment-cache.
+    segment_cache_mb: int = Field(default=4096, ge=0)
+    segment_cache_dir: Path | None = None
 
     @field_validator("broker_url", "admin_key", mode="before")
     @classmethod

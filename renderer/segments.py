@@ -364,7 +364,7 @@ def render_segmented(
     The report's ``cached_frames`` counts the output frames that came from the cache and
     ``spans`` lists every span as ``(k_start, k_end, static, cached)``.
     """
-    from renderer.concat import concat_chunks, finalize
+    from renderer.concat import concat_chunks
     from renderer.customize import validate_customizations
     from renderer.encoder_config import EncoderConfig, resolve_frame_range
     from renderer.render import render
@@ -445,17 +445,19 @@ def render_segmented(
         audio_s = 0.0
         has_audio = False
         if audio:
+            from renderer.mux import mux
+
             t0 = time.perf_counter()
-            has_audio = finalize(
-                joined,
-                template,
-                out,
-                customizations=customizations,
-                encoder=config,
-                frames=(f0, f1),
-                extra_audio=extra_audio,
+            sound = tmp / "audio.m4a"
+            has_audio = _mixed_audio(
+                template, sound, cache, customizations, config, (f0, f1), extra_audio
             )
             audio_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            muxed = tmp / "muxed.mp4"
+            mux(joined, sound if has_audio else None, muxed)
+            os.replace(muxed, out)
+            mux_s += time.perf_counter() - t0
         else:
             os.replace(joined, out)
     finally:
@@ -473,6 +475,69 @@ def render_segmented(
         has_audio=has_audio,
         records=records,
     )
+
+
+def _mixed_audio(  # noqa: PLR0917 - the render's own arguments, passed through
+    template: LoadedTemplate,
+    dest: Path,
+    cache: SpanCache | None,
+    customizations: Sequence[CustomizationEntry],
+    config: EncoderConfig,
+    frames: tuple[int, int],
+    extra_audio: Path | None,
+) -> bool:
+    """The range's mixed sound at ``dest``, from the cache when the same sound was mixed
+    before: the key covers the template, the range and rate, and the content of every input
+    that can change the sound (replacement clips of video layers, the extra track)."""
+    from renderer.concat import mix_audio
+
+    key = None
+    if cache is not None:
+        key = _audio_key(template, customizations, config, frames, extra_audio)
+        if cache.fetch(key, dest):
+            return True
+    has_audio = mix_audio(
+        template,
+        dest,
+        customizations=customizations,
+        encoder=config,
+        frames=frames,
+        extra_audio=extra_audio,
+    )
+    if has_audio and cache is not None and key is not None:
+        cache.store(key, dest)
+    return has_audio
+
+
+def _audio_key(
+    template: LoadedTemplate,
+    customizations: Sequence[CustomizationEntry],
+    config: EncoderConfig,
+    frames: tuple[int, int],
+    extra_audio: Path | None,
+) -> str:
+    import av
+
+    tpl = template.template
+    fps_t = tpl.fps_fraction
+    fps_out = config.output_fps(fps_t)
+    video_layers = {layer.id for layer in tpl.layers if layer.type == "video"}
+    sounding = []
+    for entry in customizations:
+        if entry.layer_id in video_layers:
+            src = entry.src
+            content = _sha256(template.path(src)) if src else None
+            sounding.append([entry.model_dump(mode="json"), content])
+    material = {
+        "format": CACHE_FORMAT + "-audio",
+        "template": template_digest(template.root),
+        "frames": list(frames),
+        "fps": [fps_t.numerator, fps_t.denominator, fps_out.numerator, fps_out.denominator],
+        "sounding": sounding,
+        "extra": _sha256(extra_audio) if extra_audio is not None else None,
+        "build": {k: list(v) for k, v in sorted(av.library_versions.items())},
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
 def _merged_report(

@@ -72,6 +72,11 @@ class RenderRequest(ApiModel):
         examples=[[{"layerId": "headline", "text": "Hi Anna!"}]],
     )
     webhook_url: str | None = Field(default=None, max_length=2048)
+    cache: bool = Field(
+        default=True,
+        description="false: render every span afresh, neither reading nor filling the span "
+        "cache (the output is the same either way)",
+    )
 
     @field_validator("webhook_url")
     @classmethod
@@ -96,6 +101,7 @@ class RenderRequest(ApiModel):
             encoder_config=self.encoder_config,
             customization_map=list(self.customization_map),
             webhook_url=self.webhook_url,
+            cache=self.cache,
         )
 
 

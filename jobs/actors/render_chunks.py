@@ -30,6 +30,7 @@ from jobs.actors.renders import (
     _owner_token,
     _resolve_inputs,
     _Run,
+    render_video,
 )
 from jobs.db import Database
 from jobs.models.base import JobStatus
@@ -77,16 +78,15 @@ def _run_chunk(
     inputs: _Inputs, rng: tuple[int, int], out: Path, preference: str, control: Control
 ) -> Any:
     from renderer.loader import load_template
-    from renderer.render import render as render_video
 
     loaded = load_template(inputs.template_dir)
     return render_video(
+        inputs,
         loaded,
         out,
-        customizations=inputs.customizations,
         encoder=inputs.encoder,
         frames=rng,
-        encoder_preference=preference,  # type: ignore[arg-type]
+        encoder_preference=preference,
         on_progress=control.on_progress,
         should_cancel=control.should_cancel,
         audio=False,
@@ -133,7 +133,7 @@ class _ChunkRun(Attempt):
         async with self.db.session() as s:
             parent = await chunk_store.fresh_render(s, self.chunk.render_id)
         assert parent is not None
-        return await _resolve_inputs(self.db, self.storage, parent)
+        return await _resolve_inputs(self.db, self.storage, parent, self.settings)
 
     async def run(self) -> None:
         chunk = self.chunk

@@ -168,7 +168,7 @@ def test_cached_render_is_identical_to_uncached(loaded: LoadedTemplate, tmp_path
         customizations=_entries({"layerId": "name", "color": "#000000"}),
     )
     assert first.cached_frames == 0 and first.has_audio
-    assert cache.stats().entries == 1
+    assert cache.stats().entries == 2  # the static span and the mixed sound
 
     second_entries = _entries({"layerId": "name", "color": "#00ffff"})
     second = render_segmented(
@@ -199,10 +199,12 @@ def test_a_corrupt_entry_is_ignored_and_rebuilt(loaded: LoadedTemplate, tmp_path
     render_segmented(
         loaded, tmp_path / "a.mp4", cache=cache, encoder=LOSSLESS, customizations=entries
     )
-    (entry,) = list((tmp_path / "cache").glob("*/*.mp4"))
-    data = bytearray(entry.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    entry.write_bytes(bytes(data))
+    entries_on_disk = list((tmp_path / "cache").glob("*/*.mp4"))
+    assert len(entries_on_disk) == 2
+    for entry in entries_on_disk:
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        entry.write_bytes(bytes(data))
     report = render_segmented(
         loaded, tmp_path / "b.mp4", cache=cache, encoder=LOSSLESS, customizations=entries
     )
@@ -224,12 +226,12 @@ def test_what_a_killed_writer_leaves_is_never_served(
     render_segmented(
         loaded, tmp_path / "a.mp4", cache=cache, encoder=LOSSLESS, customizations=entries
     )
-    (meta,) = list((tmp_path / "cache").glob("*/*.json"))
-    video = meta.with_suffix(".mp4")
-    # Killed between the two renames: the video is there, truncated, with no record.
-    meta.unlink()
-    video.write_bytes(video.read_bytes()[:100])
-    (video.parent / f".{video.name}.dead.tmp").write_bytes(b"partial")
+    for meta in (tmp_path / "cache").glob("*/*.json"):
+        video = meta.with_suffix(".mp4")
+        # Killed between the two renames: the video is there, truncated, with no record.
+        meta.unlink()
+        video.write_bytes(video.read_bytes()[:100])
+        (video.parent / f".{video.name}.dead.tmp").write_bytes(b"partial")
     report = render_segmented(
         loaded, tmp_path / "b.mp4", cache=cache, encoder=LOSSLESS, customizations=entries
     )
