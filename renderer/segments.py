@@ -449,9 +449,7 @@ def render_segmented(
 
             t0 = time.perf_counter()
             sound = tmp / "audio.m4a"
-            has_audio = _mixed_audio(
-                template, sound, cache, customizations, config, (f0, f1), extra_audio
-            )
+            has_audio = _mixed_audio(template, sound, cache, entries, config, (f0, f1), extra_audio)
             audio_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             muxed = tmp / "muxed.mp4"

@@ -159,6 +159,7 @@ class RenderJob(ApiModel):
             "failureCode": None,
             "encoderUsed": "libx264",
             "audioId": None,
+            "cachedFrames": 0,
         }
     )
 
@@ -184,6 +185,11 @@ class RenderJob(ApiModel):
     failure_code: str | None
     encoder_used: str | None
     audio_id: uuid.UUID | None
+    cached_frames: int = Field(
+        default=0,
+        description="output frames taken from the span cache instead of rendered (they are "
+        "not charged: the render is charged the worker time it used)",
+    )
 
     @classmethod
     def of(cls, render: Render) -> RenderJob:
@@ -211,6 +217,7 @@ class RenderJob(ApiModel):
             failure_code=render.failure_code,
             encoder_used=render.encoder_used,
             audio_id=render.audio_id,
+            cached_frames=render.cached_frames,
         )
 
 

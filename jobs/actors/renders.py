@@ -270,6 +270,7 @@ class _Run(Attempt):
                 size_bytes=size,
                 encoder_used=str(report.encoder),
                 frames_total=int(report.frames),
+                cached_frames=int(getattr(report, "cached_frames", 0)),
             )
         if done:
             log.info("render %s completed (%d bytes, %s)", render.id, size, report.encoder)
