@@ -61,6 +61,18 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto uses NVENC when it opens, software otherwise (default: auto)",
     )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="keep the encoded static spans (no customised layer on screen) in DIR and reuse "
+        "them in later renders of the same template and encoder config",
+    )
+    parser.add_argument(
+        "--cache-mb",
+        type=int,
+        default=2048,
+        help="size limit of --cache-dir in MiB; least recently used spans go first (default: 2048)",
+    )
 
 
 def parse_frames(text: str | None) -> tuple[int | None, int | None] | None:
@@ -189,15 +201,31 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 from renderer.encoder_config import resolve_frame_range
 
                 span = resolve_frame_range(frames[0], frames[1], loaded.template.frames)
-            report = render(
-                loaded,
-                Path(args.output),
-                customizations=customizations,
-                encoder=config,
-                frames=span,
-                encoder_preference=args.encoder,
-                on_progress=bar,
-            )
+            if args.cache_dir is not None:
+                from renderer.segments import SpanCache, render_segmented
+
+                if args.cache_mb < 0:
+                    raise _UsageError(f"--cache-mb {args.cache_mb} must be 0 or more")
+                report = render_segmented(
+                    loaded,
+                    Path(args.output),
+                    cache=SpanCache(args.cache_dir, args.cache_mb * 1024 * 1024),
+                    customizations=customizations,
+                    encoder=config,
+                    frames=span,
+                    encoder_preference=args.encoder,
+                    on_progress=bar,
+                )
+            else:
+                report = render(
+                    loaded,
+                    Path(args.output),
+                    customizations=customizations,
+                    encoder=config,
+                    frames=span,
+                    encoder_preference=args.encoder,
+                    on_progress=bar,
+                )
         except (_UsageError, *invalid) as exc:
             bar.finish()
             _error(err, exc)
@@ -233,10 +261,12 @@ def _summary(report: Any) -> str:
     parts = ", ".join(f"{k} {v:.2f}s" for k, v in stages.items())
     fps = report.fps
     rate = fps.numerator / fps.denominator
+    cached = getattr(report, "cached_frames", 0)
     return (
         f"{report.frames} frames {report.width}x{report.height} at {rate:g} fps with "
         f"{report.encoder} in {report.wall_s:.2f}s"
-        f"{' with audio' if report.has_audio else ''} ({parts})"
+        f"{' with audio' if report.has_audio else ''}"
+        f"{f', {cached} from the span cache' if cached else ''} ({parts})"
     )
 
 

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     lottie_cpu_s: float = Field(default=10.0, ge=1, le=3600)
     lottie_memory_mb: int = Field(default=1024, ge=0, le=1024 * 1024)
     lottie_pool: int = Field(default=2, ge=0, le=64)
+    # Encoded static spans (no customised layer on screen) kept for later renders of the
+    # same template and encoder config; 0 turns span rendering off. The operator's storage,
+    # not counted in any account's quota. Default: <storage_dir>/segment-cache.
+    segment_cache_mb: int = Field(default=4096, ge=0)
+    segment_cache_dir: Path | None = None
 
     @field_validator("broker_url", "admin_key", mode="before")
     @classmethod

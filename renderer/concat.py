@@ -206,9 +206,47 @@ def finalize(
         InvalidFrameRange: ``frames`` is empty or outside the composition.
         UnsupportedMedia: an audio source cannot be read.
     """
+    from renderer.mux import mux
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        audio = tmp / "audio.m4a"
+        has_audio = mix_audio(
+            template,
+            audio,
+            customizations=customizations,
+            encoder=encoder,
+            frames=frames,
+            extra_audio=extra_audio,
+        )
+        muxed = tmp / "muxed.mp4"
+        mux(Path(video), audio if has_audio else None, muxed)
+        os.replace(muxed, out)
+        return has_audio
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def mix_audio(
+    template: LoadedTemplate,
+    dest: Path,
+    *,
+    customizations: Sequence[CustomizationEntry] = (),
+    encoder: EncoderConfig | None = None,
+    frames: tuple[int, int] | None = None,
+    extra_audio: Path | None = None,
+) -> bool:
+    """Mix the sound of template frames ``frames`` into the AAC file ``dest``: it starts at
+    the range's first output frame and lasts exactly its output frames. False (and no file)
+    when nothing in the range makes a sound.
+
+    Raises:
+        InvalidCustomization, InvalidFrameRange, UnsupportedMedia: as :func:`finalize`.
+    """
     from renderer.audio import collect_clips, mix_to_file
     from renderer.encoder_config import EncoderConfig, resolve_frame_range
-    from renderer.mux import mux
     from renderer.render import _prepare, output_times
 
     loaded = _prepare(template, customizations)
@@ -227,17 +265,4 @@ def finalize(
         )
     start_s = float(Fraction(k0) / fps_out)
     duration_s = float(Fraction(len(times)) / fps_out)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        audio = tmp / "audio.m4a"
-        has_audio = bool(
-            mix_to_file(collect_clips(loaded, extra_audio), start_s, duration_s, audio)
-        )
-        muxed = tmp / "muxed.mp4"
-        mux(Path(video), audio if has_audio else None, muxed)
-        os.replace(muxed, out)
-        return has_audio
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return bool(mix_to_file(collect_clips(loaded, extra_audio), start_s, duration_s, Path(dest)))

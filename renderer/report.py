@@ -38,6 +38,10 @@ class RenderReport:
     stages_s: dict[str, float] = field(default_factory=dict)
     text_fits: list[TextFit] = field(default_factory=list)
     has_audio: bool = False
+    # Segmented renders (renderer.segments): output frames taken from the span cache, and
+    # every span as (first output frame, end, static, from the cache).
+    cached_frames: int = 0
+    spans: list[tuple[int, int, bool, bool]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

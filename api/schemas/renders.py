@@ -72,6 +72,11 @@ class RenderRequest(ApiModel):
         examples=[[{"layerId": "headline", "text": "Hi Anna!"}]],
     )
     webhook_url: str | None = Field(default=None, max_length=2048)
+    cache: bool = Field(
+        default=True,
+        description="false: render every span afresh, neither reading nor filling the span "
+        "cache (the output is the same either way)",
+    )
 
     @field_validator("webhook_url")
     @classmethod
@@ -96,6 +101,7 @@ class RenderRequest(ApiModel):
             encoder_config=self.encoder_config,
             customization_map=list(self.customization_map),
             webhook_url=self.webhook_url,
+            cache=self.cache,
         )
 
 
@@ -153,6 +159,7 @@ class RenderJob(ApiModel):
             "failureCode": None,
             "encoderUsed": "libx264",
             "audioId": None,
+            "cachedFrames": 0,
         }
     )
 
@@ -178,6 +185,11 @@ class RenderJob(ApiModel):
     failure_code: str | None
     encoder_used: str | None
     audio_id: uuid.UUID | None
+    cached_frames: int = Field(
+        default=0,
+        description="output frames taken from the span cache instead of rendered (they are "
+        "not charged: the render is charged the worker time it used)",
+    )
 
     @classmethod
     def of(cls, render: Render) -> RenderJob:
@@ -205,6 +217,7 @@ class RenderJob(ApiModel):
             failure_code=render.failure_code,
             encoder_used=render.encoder_used,
             audio_id=render.audio_id,
+            cached_frames=render.cached_frames,
         )
 
 

@@ -30,6 +30,7 @@ from jobs.actors.renders import (
     _owner_token,
     _resolve_inputs,
     _Run,
+    render_video,
 )
 from jobs.db import Database
 from jobs.models.base import JobStatus
@@ -77,16 +78,15 @@ def _run_chunk(
     inputs: _Inputs, rng: tuple[int, int], out: Path, preference: str, control: Control
 ) -> Any:
     from renderer.loader import load_template
-    from renderer.render import render as render_video
 
     loaded = load_template(inputs.template_dir)
     return render_video(
+        inputs,
         loaded,
         out,
-        customizations=inputs.customizations,
         encoder=inputs.encoder,
         frames=rng,
-        encoder_preference=preference,  # type: ignore[arg-type]
+        encoder_preference=preference,
         on_progress=control.on_progress,
         should_cancel=control.should_cancel,
         audio=False,
@@ -133,7 +133,7 @@ class _ChunkRun(Attempt):
         async with self.db.session() as s:
             parent = await chunk_store.fresh_render(s, self.chunk.render_id)
         assert parent is not None
-        return await _resolve_inputs(self.db, self.storage, parent)
+        return await _resolve_inputs(self.db, self.storage, parent, self.settings)
 
     async def run(self) -> None:
         chunk = self.chunk
@@ -156,7 +156,12 @@ class _ChunkRun(Attempt):
             # a render of many short chunks would never notice it ran out.
             exhausted = (await self.charge(s)).exhausted
             done = not exhausted and await chunk_store.complete_chunk(
-                s, chunk, self.owner, relative, str(report.encoder)
+                s,
+                chunk,
+                self.owner,
+                relative,
+                str(report.encoder),
+                cached_frames=int(getattr(report, "cached_frames", 0)),
             )
         if exhausted:
             await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
@@ -196,7 +201,7 @@ def render_chunk(chunk_id: str) -> None:
     run_job(lambda db: _chunk_job(db, settings, storage, cid))
 
 
-def _join_work(paths: Sequence[Path], encoder_used: str) -> Work:
+def _join_work(paths: Sequence[Path], encoder_used: str, cached_frames: int) -> Work:
     def work(inputs: _Inputs, out: Path, _preference: str, control: Control) -> Any:
         import tempfile
 
@@ -227,7 +232,7 @@ def _join_work(paths: Sequence[Path], encoder_used: str) -> Work:
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        return SimpleNamespace(encoder=encoder_used, frames=frames)
+        return SimpleNamespace(encoder=encoder_used, frames=frames, cached_frames=cached_frames)
 
     return work
 
@@ -249,7 +254,14 @@ async def _finalize_job(
         return
     paths = [storage.abs(c.output_path or "") for c in chunks]
     encoder_used = chunks[0].encoder_used or ""
-    run = _Run(db, settings, storage, render, owner, work=_join_work(paths, encoder_used))
+    run = _Run(
+        db,
+        settings,
+        storage,
+        render,
+        owner,
+        work=_join_work(paths, encoder_used, sum(c.cached_frames for c in chunks)),
+    )
     try:
         await run.run()
     finally:

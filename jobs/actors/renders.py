@@ -84,9 +84,16 @@ class _Inputs:
     encoder: Any
     frames: tuple[int, int]
     extra_audio: Path | None
+    # Render in spans (renderer.segments), and where the span cache lives (None: this render
+    # opted out with "cache": false, so its static spans are rendered afresh).
+    segments: bool = False
+    cache_dir: Path | None = None
+    cache_bytes: int = 0
 
 
-async def _resolve_inputs(db: Database, storage: Storage, render: Render) -> _Inputs:
+async def _resolve_inputs(
+    db: Database, storage: Storage, render: Render, settings: Settings | None = None
+) -> _Inputs:
     """Turn the stored request into local paths and validated values for the renderer."""
     from renderer.encoder_config import EncoderConfig
     from renderer.model import CustomizationEntry
@@ -136,7 +143,37 @@ async def _resolve_inputs(db: Database, storage: Storage, render: Render) -> _In
         encoder=EncoderConfig.parse(render.request.get("encoderConfig")),
         frames=(int(job["fStart"]), int(job["fEnd"])),
         extra_audio=extra_audio,
+        **_segment_options(settings, storage, render),
     )
+
+
+def _segment_options(settings: Settings | None, storage: Storage, render: Render) -> dict[str, Any]:
+    """How the span cache applies to ``render``: off entirely with
+    ``VELOCITY_SEGMENT_CACHE_MB=0``; a request's ``"cache": false`` keeps the spans (so the
+    output is the same) but neither reads nor writes the cache."""
+    if settings is None or settings.segment_cache_mb <= 0:
+        return {}
+    root = settings.segment_cache_dir or storage.root / "segment-cache"
+    wanted = render.request.get("cache", True) is not False
+    return {
+        "segments": True,
+        "cache_dir": root if wanted else None,
+        "cache_bytes": settings.segment_cache_mb * 1024 * 1024,
+    }
+
+
+def render_video(inputs: _Inputs, loaded: Any, out: Path, **options: Any) -> Any:
+    """Render through the span cache when the inputs ask for it, else in one piece."""
+    if inputs.segments:
+        from renderer.segments import SpanCache, render_segmented
+
+        cache = SpanCache(inputs.cache_dir, inputs.cache_bytes) if inputs.cache_dir else None
+        return render_segmented(
+            loaded, out, cache=cache, customizations=inputs.customizations, **options
+        )
+    from renderer.render import render
+
+    return render(loaded, out, customizations=inputs.customizations, **options)
 
 
 Work = Callable[[_Inputs, Path, str, Control], Any]
@@ -144,17 +181,16 @@ Work = Callable[[_Inputs, Path, str, Control], Any]
 
 def _run_renderer(inputs: _Inputs, out: Path, preference: str, control: Control) -> Any:
     from renderer.loader import load_template
-    from renderer.render import render as render_video
 
     loaded = load_template(inputs.template_dir)
     return render_video(
+        inputs,
         loaded,
         out,
-        customizations=inputs.customizations,
         encoder=inputs.encoder,
         frames=inputs.frames,
         extra_audio=inputs.extra_audio,
-        encoder_preference=preference,  # type: ignore[arg-type]
+        encoder_preference=preference,
         on_progress=control.on_progress,
         should_cancel=control.should_cancel,
     )
@@ -212,7 +248,9 @@ class _Run(Attempt):
     async def run(self, inputs: _Inputs | None = None) -> None:
         render = self.render
         if inputs is None:
-            inputs = await self.prepare(lambda: _resolve_inputs(self.db, self.storage, render))
+            inputs = await self.prepare(
+                lambda: _resolve_inputs(self.db, self.storage, render, self.settings)
+            )
             if inputs is None:
                 return
         report = await self.execute(
@@ -232,6 +270,7 @@ class _Run(Attempt):
                 size_bytes=size,
                 encoder_used=str(report.encoder),
                 frames_total=int(report.frames),
+                cached_frames=int(getattr(report, "cached_frames", 0)),
             )
         if done:
             log.info("render %s completed (%d bytes, %s)", render.id, size, report.encoder)
@@ -292,7 +331,7 @@ async def _render_job(
     if settings.chunk_frames and render.frames_total > settings.chunk_frames:
 
         async def plan() -> tuple[_Inputs, bool]:
-            inputs = await _resolve_inputs(db, storage, render)
+            inputs = await _resolve_inputs(db, storage, render, settings)
             return inputs, await _split(run, inputs)
 
         planned = await run.prepare(plan)

@@ -97,6 +97,8 @@ class Render(IdMixin, CreatedMixin, Base):
     output_path: Mapped[str | None] = mapped_column(sa.String(512))
     size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger())
     encoder_used: Mapped[str | None] = mapped_column(sa.String(64))
+    # Output frames taken from the span cache (renderer.segments) rather than rendered.
+    cached_frames: Mapped[int] = mapped_column(default=0, server_default="0")
     reason: Mapped[str | None] = mapped_column(sa.Text())
     failure_code: Mapped[str | None] = mapped_column(sa.String(64))
     reserved_storage_bytes: Mapped[int] = mapped_column(sa.BigInteger(), default=0)
@@ -139,6 +141,7 @@ class RenderChunk(IdMixin, CreatedMixin, Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     output_path: Mapped[str | None] = mapped_column(sa.String(512))
     encoder_used: Mapped[str | None] = mapped_column(sa.String(64))
+    cached_frames: Mapped[int] = mapped_column(default=0, server_default="0")
     reason: Mapped[str | None] = mapped_column(sa.Text())
     queued_at: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()

@@ -240,7 +240,13 @@ async def chunk_heartbeat(
 
 
 async def complete_chunk(
-    session: AsyncSession, chunk: RenderChunk, owner: str, output_path: str, encoder_used: str
+    session: AsyncSession,
+    chunk: RenderChunk,
+    owner: str,
+    output_path: str,
+    encoder_used: str,
+    *,
+    cached_frames: int = 0,
 ) -> bool:
     """Processing -> Completed with its file at ``output_path`` (relative to the storage
     root); the last chunk of a render still processing queues the finalize actor."""
@@ -253,6 +259,7 @@ async def complete_chunk(
             "status": JobStatus.Completed,
             "output_path": output_path,
             "encoder_used": encoder_used,
+            "cached_frames": cached_frames,
             "frames_done": chunk.frames_total,
             "completed_at": utcnow(),
             # lease_owner stays: it records which worker rendered the chunk.

@@ -215,6 +215,7 @@ async def complete(
     size_bytes: int,
     encoder_used: str,
     frames_total: int,
+    cached_frames: int = 0,
 ) -> bool:
     """Processing -> Completed and move the output into place, once.
 
@@ -233,6 +234,7 @@ async def complete(
             "output_path": final,
             "size_bytes": size_bytes,
             "encoder_used": encoder_used,
+            "cached_frames": cached_frames,
             "progress": 100,
             "frames_done": frames_total,
             "frames_total": frames_total,

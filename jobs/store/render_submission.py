@@ -52,6 +52,7 @@ class RenderSpec:
     encoder_config: dict[str, Any] | None = None
     customization_map: list[Any] = field(default_factory=list)
     webhook_url: str | None = None
+    cache: bool = True
 
 
 @dataclass
@@ -230,13 +231,15 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
         await _check_audio(session, user.id, spec.audio_id, instance, label)
 
     frames, ms, nbytes = estimate(model, config, f_start, f_end)
-    request = {
+    request: dict[str, Any] = {
         "customizationMap": [
             e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in entries
         ],
         "encoderConfig": config.model_dump(mode="json", by_alias=True, exclude_none=True),
         "jobInfo": {"fStart": f_start, "fEnd": f_end},
     }
+    if not spec.cache:
+        request["cache"] = False
     return _Prepared(spec, template, instance, request, frames, ms, nbytes)
 
 

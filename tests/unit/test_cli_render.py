@@ -120,3 +120,21 @@ def test_progress_bar_draws_only_on_a_terminal() -> None:
     assert pipe.getvalue() == ""
     assert "10/10 frames" in tty.getvalue() and "100%" in tty.getvalue()
     assert tty.getvalue().startswith("\r[") and tty.getvalue().endswith("\n")
+
+
+def test_cache_dir_reuses_static_spans(tpl_dir: Path, tmp_path: Path) -> None:
+    enc = tmp_path / "enc.json"
+    enc.write_text(json.dumps({"gop": 5, "preset": 5, "bitrate": 200_000}))
+    cache = tmp_path / "spans"
+    summaries = []
+    for name in ("Ann", "Bob"):
+        custom = tmp_path / f"{name}.json"
+        custom.write_text(json.dumps([{"layerId": "title", "text": name}]))
+        out = tmp_path / f"{name}.mp4"
+        res = _run(tpl_dir, "-o", out, "--customizations", custom, "--encoder-config", enc,
+                   "--encoder", "software", "--cache-dir", cache)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        summaries.append(res.stdout.splitlines()[1])
+    # The title shows from frame 5: the first GOP is static, rendered once, then reused.
+    assert "from the span cache" not in summaries[0]
+    assert "10 frames" in summaries[1] and "5 from the span cache" in summaries[1]

@@ -1,0 +1,580 @@
+"""Render only what changed: static spans and a cache of their encoded video.
+
+A template is rendered thousands of times with different texts, photos and colours, but the
+customised layers are usually on screen for part of the video only. :func:`plan_spans` splits
+a render into GOP-aligned spans of output frames and marks those in which no customised layer
+can be drawn ("static"): their pixels depend on the template, the output plan and the encoder
+alone, never on the render's inputs. :func:`render_segmented` renders each span as a closed
+piece (as chunked renders do), keeps static ones in a :class:`SpanCache` keyed by everything
+that decides their bytes, and joins the pieces by packet copy before mixing the sound once.
+
+The segmentation is a function of the template, the customisation map and the encoder config
+only, never of the cache's state: a render whose spans all come from the cache is byte for
+byte the render that filled it. The cache only decides whether a static span is encoded
+again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from renderer.errors import RenderCancelled
+from renderer.model import CustomizationEntry, LoadedTemplate
+from renderer.report import RenderReport, TextFit
+
+if TYPE_CHECKING:
+    from renderer.encoder_config import EncoderConfig
+    from renderer.render import EncoderPreference
+
+# Bumped whenever the bytes a span renders to could change for the same key: the renderer's
+# compositing or the way spans are encoded.
+CACHE_FORMAT = "velocity-span-v1"
+
+
+@dataclass(frozen=True)
+class Span:
+    """A run of whole GOPs: template frames ``[f_start, f_end)``, output frames
+    ``[k_start, k_end)``. ``static``: no customised layer is drawn in any of its frames."""
+
+    f_start: int
+    f_end: int
+    k_start: int
+    k_end: int
+    static: bool
+
+    @property
+    def frames(self) -> int:
+        return self.k_end - self.k_start
+
+
+def segmentable(config: EncoderConfig, preference: EncoderPreference) -> bool:
+    """Whether renders with ``config`` may be split into spans and joined by packet copy.
+
+    CBR is excluded: its HRD buffer model (and filler) spans the whole stream, so pieces
+    encoded apart do not join into a conforming CBR stream. Hardware encoders are excluded
+    because their output is not reproducible across runs and GPUs: ``auto`` segments only
+    where NVENC cannot open, so the software encoder is what would run anyway.
+    """
+    import av
+
+    from renderer.encoder import NVENC_ENCODERS, nvenc_opens
+    from renderer.encoder_config import CBR
+
+    if config.rate_control == CBR or preference == "nvenc":
+        return False
+    if preference == "software":
+        return True
+    name = NVENC_ENCODERS[config.codec]
+    return not (name in av.codecs_available and nvenc_opens(name))
+
+
+def _dynamic_layers(
+    loaded: LoadedTemplate, customizations: Sequence[CustomizationEntry]
+) -> list[str]:
+    ids = {entry.layer_id for entry in customizations}
+    return [layer.id for layer in loaded.template.layers if layer.id in ids]
+
+
+def _drawn(loaded: LoadedTemplate, layer_id: str, t_s: float) -> bool:
+    """Could the layer put pixels on screen at composition time ``t_s``? Conservative:
+    ``visible`` is ignored (a customisation may switch it either way), and only an opacity
+    of exactly 0 (as the compositor clamps it) counts as not drawn."""
+    from renderer.timeline import value_at
+
+    tpl = loaded.template
+    layer = tpl.layer(layer_id)
+    assert layer is not None
+    t_frames = t_s * float(tpl.fps_fraction)
+    out_frame = tpl.frames if layer.out is None else layer.out
+    # The compositor's own test (renderer.compositor.Compositor.draws).
+    if not layer.in_ <= t_frames + 1e-9 < out_frame:
+        return False
+    return min(1.0, max(0.0, value_at(layer.transform.opacity, t_frames)[0])) > 0.0
+
+
+def plan_spans(
+    loaded: LoadedTemplate,
+    customizations: Sequence[CustomizationEntry],
+    encoder: EncoderConfig | None,
+    frames: tuple[int, int],
+) -> list[Span]:
+    """Split the template frame range ``frames`` into GOP-aligned spans, static where no
+    customised layer is drawn in any of the span's output frames.
+
+    Adjacent GOPs of the same kind are merged, so a render alternates static and dynamic
+    spans. Keyframes stay where a single render puts them (every ``gop`` output frames from
+    the range's first frame), because every span starts on a GOP boundary.
+    """
+    from renderer.concat import chunk_ranges
+    from renderer.encoder_config import EncoderConfig
+    from renderer.render import output_times
+
+    config = encoder if encoder is not None else EncoderConfig()
+    fps_t = loaded.template.fps_fraction
+    fps_out = config.output_fps(fps_t)
+    gop = config.effective_gop(fps_out)
+    dynamic = _dynamic_layers(loaded, customizations)
+    spans: list[Span] = []
+    for f_start, f_end in chunk_ranges(loaded, config, frames, gop):
+        k_start, times = output_times(f_start, f_end, fps_t, fps_out)
+        if not times:
+            continue
+        static = not any(_drawn(loaded, lid, t) for lid in dynamic for t in times)
+        span = Span(f_start, f_end, k_start, k_start + len(times), static)
+        if spans and spans[-1].static == static:
+            spans[-1] = replace(spans[-1], f_end=f_end, k_end=span.k_end)
+        else:
+            spans.append(span)
+    return spans
+
+
+# --- the template's content hash ------------------------------------------------------------
+
+_DIGESTS: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+_DIGESTS_LOCK = threading.Lock()
+
+
+def template_digest(root: Path) -> str:
+    """SHA-256 over every file of the template folder (relative path and content).
+
+    Memoised per process on the files' sizes and modification times, so a template used by
+    many renders is read once.
+    """
+    root = Path(root)
+    files: list[tuple[str, int, int]] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        st = path.stat()
+        files.append((path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+    key = (str(root.resolve()), tuple(files))
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(key)
+    if known is not None:
+        return known
+    digest = hashlib.sha256()
+    for rel, size, _ in files:
+        digest.update(f"{rel}\0{size}\0".encode())
+        with open(root / rel, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    value = digest.hexdigest()
+    with _DIGESTS_LOCK:
+        if len(_DIGESTS) > 256:
+            _DIGESTS.clear()
+        _DIGESTS[key] = value
+    return value
+
+
+def _encoder_build(name: str) -> str:
+    import av
+
+    versions = {k: list(v) for k, v in sorted(av.library_versions.items())}
+    return json.dumps({"encoder": name, "pyav": av.__version__, "libs": versions})
+
+
+def span_key(
+    loaded: LoadedTemplate,
+    config: EncoderConfig,
+    encoder_name: str,
+    size: tuple[int, int],
+    span: Span,
+) -> str:
+    """The cache key of a static span: a hash of everything that decides its bytes."""
+    fps_t = loaded.template.fps_fraction
+    fps_out = config.output_fps(fps_t)
+    material = {
+        "format": CACHE_FORMAT,
+        "template": template_digest(loaded.root),
+        "encoder": config.model_dump(mode="json"),
+        "build": _encoder_build(encoder_name),
+        "size": list(size),
+        "fps": [fps_t.numerator, fps_t.denominator, fps_out.numerator, fps_out.denominator],
+        "gop": config.effective_gop(fps_out),
+        "span": [span.f_start, span.f_end, span.k_start, span.k_end],
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+# --- the cache ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    entries: int
+    bytes: int
+
+
+class SpanCache:
+    """Encoded static spans on disk, content-addressed, bounded in size (LRU).
+
+    Entry ``<key>.mp4`` sits beside ``<key>.json`` (its size and SHA-256). Both are written
+    under temporary names and renamed into place, the JSON last, so a reader never sees a
+    partial entry; a reader re-hashes the file and ignores (and removes) an entry that does
+    not match. Reads hard-link the entry into the caller's folder, so eviction by another
+    process cannot pull a span from under a render that is joining it. Access refreshes the
+    entry's modification time, which orders eviction.
+    """
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = Path(root)
+        self.max_bytes = max(0, int(max_bytes))
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        folder = self.root / key[:2]
+        return folder / f"{key}.mp4", folder / f"{key}.json"
+
+    def fetch(self, key: str, dest: Path) -> bool:
+        """Place the entry ``key`` at ``dest`` (a hard link, or a copy across devices);
+        False when it is missing, partial or corrupt (a bad entry is removed)."""
+        video, meta = self._paths(key)
+        try:
+            info = json.loads(meta.read_text())
+            size, sha = int(info["size"]), str(info["sha256"])
+            os.link(video, dest)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            try:
+                shutil.copyfile(video, dest)
+            except OSError:
+                return False
+        except (ValueError, KeyError, TypeError):
+            self._drop(key)
+            return False
+        if dest.stat().st_size != size or _sha256(dest) != sha:
+            dest.unlink(missing_ok=True)
+            self._drop(key)
+            return False
+        now = time.time()
+        with contextlib.suppress(OSError):
+            os.utime(meta, (now, now))
+        return True
+
+    def store(self, key: str, source: Path) -> None:
+        """Add ``source`` (left in place) as entry ``key``, then evict down to the limit."""
+        if self.max_bytes <= 0:
+            return
+        size = source.stat().st_size
+        if size > self.max_bytes:
+            return
+        video, meta = self._paths(key)
+        video.parent.mkdir(parents=True, exist_ok=True)
+        tag = uuid.uuid4().hex
+        tmp_video = video.with_name(f".{video.name}.{tag}.tmp")
+        tmp_meta = meta.with_name(f".{meta.name}.{tag}.tmp")
+        try:
+            shutil.copyfile(source, tmp_video)
+            tmp_meta.write_text(json.dumps({"size": size, "sha256": _sha256(tmp_video)}))
+            os.replace(tmp_video, video)
+            os.replace(tmp_meta, meta)
+        finally:
+            tmp_video.unlink(missing_ok=True)
+            tmp_meta.unlink(missing_ok=True)
+        self.evict()
+
+    def _drop(self, key: str) -> None:
+        for path in self._paths(key):
+            path.unlink(missing_ok=True)
+
+    def _entries(self) -> list[tuple[float, int, str]]:
+        out: list[tuple[float, int, str]] = []
+        for meta in self.root.glob("*/*.json"):
+            video = meta.with_suffix(".mp4")
+            try:
+                atime = meta.stat().st_mtime
+                size = video.stat().st_size
+            except FileNotFoundError:
+                continue
+            out.append((atime, size, meta.stem))
+        return out
+
+    def stats(self) -> CacheStats:
+        entries = self._entries()
+        return CacheStats(len(entries), sum(size for _, size, _ in entries))
+
+    def evict(self) -> None:
+        """Remove the least recently used entries until the cache fits its limit, and
+        temporaries left by writers that died more than an hour ago."""
+        entries = sorted(self._entries())
+        total = sum(size for _, size, _ in entries)
+        for _, size, key in entries:
+            if total <= self.max_bytes:
+                break
+            self._drop(key)
+            total -= size
+        stale = time.time() - 3600
+        for tmp in self.root.glob("*/.*.tmp"):
+            with contextlib.suppress(OSError):
+                if tmp.stat().st_mtime < stale:
+                    tmp.unlink()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- rendering in spans ---------------------------------------------------------------------
+
+
+def _software_name(config: EncoderConfig) -> str:
+    from renderer.encoder import SOFTWARE_ENCODERS
+
+    return SOFTWARE_ENCODERS[config.codec]
+
+
+def render_segmented(
+    template: LoadedTemplate,
+    out: Path,
+    *,
+    cache: SpanCache | None,
+    customizations: Sequence[CustomizationEntry] = (),
+    encoder: EncoderConfig | None = None,
+    frames: tuple[int, int] | None = None,
+    extra_audio: Path | None = None,
+    encoder_preference: EncoderPreference = "software",
+    on_progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    audio: bool = True,
+) -> RenderReport:
+    """``renderer.render.render`` with static spans taken from (and added to) ``cache``.
+
+    Renders in one piece, exactly as ``render`` does, when the config cannot be segmented
+    (:func:`segmentable`) or no span is static. Otherwise each span is rendered on its own
+    (static ones fetched from the cache when present), the pieces are joined by packet copy
+    and the sound of the whole range is mixed once. ``cache=None`` renders the same spans
+    without reading or writing any cache, so the output does not depend on the cache.
+
+    The report's ``cached_frames`` counts the output frames that came from the cache and
+    ``spans`` lists every span as ``(k_start, k_end, static, cached)``.
+    """
+    from renderer.concat import concat_chunks
+    from renderer.customize import validate_customizations
+    from renderer.encoder_config import EncoderConfig, resolve_frame_range
+    from renderer.render import render
+
+    wall0 = time.perf_counter()
+    config = encoder if encoder is not None else EncoderConfig()
+    tpl = template.template
+    f0, f1 = (0, tpl.frames) if frames is None else resolve_frame_range(*frames, tpl.frames)
+    entries = validate_customizations(tpl, customizations)
+    spans = plan_spans(template, entries, config, (f0, f1))
+    if not segmentable(config, encoder_preference) or not any(s.static for s in spans):
+        return render(
+            template,
+            out,
+            customizations=customizations,
+            encoder=config,
+            frames=(f0, f1),
+            extra_audio=extra_audio,
+            encoder_preference=encoder_preference,
+            on_progress=on_progress,
+            should_cancel=should_cancel,
+            audio=audio,
+        )
+    common = {
+        "customizations": customizations,
+        "encoder": config,
+        "encoder_preference": "software",
+        "should_cancel": should_cancel,
+    }
+
+    total = sum(s.frames for s in spans)
+    size = config.output_size(tpl.width, tpl.height)
+    name = _software_name(config)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    done = 0
+    pieces: list[Path] = []
+    records: list[tuple[int, int, bool, bool]] = []
+    reports: list[RenderReport] = []
+    try:
+        for index, span in enumerate(spans):
+            if should_cancel is not None and should_cancel():
+                raise RenderCancelled(f"render cancelled after {done} of {total} frames")
+            piece = tmp / f"span-{index:04d}.mp4"
+            key = span_key(template, config, name, size, span) if span.static else None
+            if key is not None and cache is not None and cache.fetch(key, piece):
+                records.append((span.k_start, span.k_end, True, True))
+            else:
+                base = done
+
+                def progress(n: int, _total: int, base: int = base) -> None:
+                    if on_progress is not None:
+                        on_progress(base + n, total)
+
+                report = render(
+                    template,
+                    piece,
+                    frames=(span.f_start, span.f_end),
+                    on_progress=progress,
+                    audio=False,
+                    **common,  # type: ignore[arg-type]
+                )
+                reports.append(report)
+                if key is not None and cache is not None and report.encoder == name:
+                    cache.store(key, piece)
+                records.append((span.k_start, span.k_end, span.static, False))
+            pieces.append(piece)
+            done += span.frames
+            if on_progress is not None:
+                on_progress(done, total)
+        if should_cancel is not None and should_cancel():
+            raise RenderCancelled(f"render cancelled after {done} of {total} frames")
+        t0 = time.perf_counter()
+        joined = tmp / "video.mp4"
+        written = concat_chunks(pieces, joined)
+        mux_s = time.perf_counter() - t0
+        audio_s = 0.0
+        has_audio = False
+        if audio:
+            from renderer.mux import mux
+
+            t0 = time.perf_counter()
+            sound = tmp / "audio.m4a"
+            has_audio = _mixed_audio(template, sound, cache, entries, config, (f0, f1), extra_audio)
+            audio_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            muxed = tmp / "muxed.mp4"
+            mux(joined, sound if has_audio else None, muxed)
+            os.replace(muxed, out)
+            mux_s += time.perf_counter() - t0
+        else:
+            os.replace(joined, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _merged_report(
+        reports,
+        out=out,
+        name=name,
+        size=size,
+        fps=config.output_fps(tpl.fps_fraction),
+        frames=written,
+        wall_s=time.perf_counter() - wall0,
+        audio_s=audio_s,
+        mux_s=mux_s,
+        has_audio=has_audio,
+        records=records,
+    )
+
+
+def _mixed_audio(  # noqa: PLR0917 - the render's own arguments, passed through
+    template: LoadedTemplate,
+    dest: Path,
+    cache: SpanCache | None,
+    customizations: Sequence[CustomizationEntry],
+    config: EncoderConfig,
+    frames: tuple[int, int],
+    extra_audio: Path | None,
+) -> bool:
+    """The range's mixed sound at ``dest``, from the cache when the same sound was mixed
+    before: the key covers the template, the range and rate, and the content of every input
+    that can change the sound (replacement clips of video layers, the extra track)."""
+    from renderer.concat import mix_audio
+
+    key = None
+    if cache is not None:
+        key = _audio_key(template, customizations, config, frames, extra_audio)
+        if cache.fetch(key, dest):
+            return True
+    has_audio = mix_audio(
+        template,
+        dest,
+        customizations=customizations,
+        encoder=config,
+        frames=frames,
+        extra_audio=extra_audio,
+    )
+    if has_audio and cache is not None and key is not None:
+        cache.store(key, dest)
+    return has_audio
+
+
+def _audio_key(
+    template: LoadedTemplate,
+    customizations: Sequence[CustomizationEntry],
+    config: EncoderConfig,
+    frames: tuple[int, int],
+    extra_audio: Path | None,
+) -> str:
+    import av
+
+    tpl = template.template
+    fps_t = tpl.fps_fraction
+    fps_out = config.output_fps(fps_t)
+    video_layers = {layer.id for layer in tpl.layers if layer.type == "video"}
+    sounding = []
+    for entry in customizations:
+        if entry.layer_id in video_layers:
+            src = entry.src
+            content = _sha256(template.path(src)) if src else None
+            sounding.append([entry.model_dump(mode="json"), content])
+    material = {
+        "format": CACHE_FORMAT + "-audio",
+        "template": template_digest(template.root),
+        "frames": list(frames),
+        "fps": [fps_t.numerator, fps_t.denominator, fps_out.numerator, fps_out.denominator],
+        "sounding": sounding,
+        "extra": _sha256(extra_audio) if extra_audio is not None else None,
+        "build": {k: list(v) for k, v in sorted(av.library_versions.items())},
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _merged_report(
+    reports: Iterable[RenderReport],
+    *,
+    out: Path,
+    name: str,
+    size: tuple[int, int],
+    fps: Fraction,
+    frames: int,
+    wall_s: float,
+    audio_s: float,
+    mux_s: float,
+    has_audio: bool,
+    records: list[tuple[int, int, bool, bool]],
+) -> RenderReport:
+    from renderer.report import STAGES
+
+    stages = dict.fromkeys(STAGES, 0.0)
+    fits: dict[str, TextFit] = {}
+    for report in reports:
+        for stage, seconds in report.stages_s.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+        for fit in report.text_fits:
+            fits.setdefault(fit.layer_id, fit)
+    stages["audio"] += audio_s
+    stages["mux"] += mux_s
+    return RenderReport(
+        frames=frames,
+        width=size[0],
+        height=size[1],
+        fps=fps,
+        encoder=name,
+        hardware=False,
+        wall_s=wall_s,
+        output_bytes=out.stat().st_size,
+        stages_s=stages,
+        text_fits=list(fits.values()),
+        has_audio=has_audio,
+        cached_frames=sum(k1 - k0 for k0, k1, _, cached in records if cached),
+        spans=records,
+    )
