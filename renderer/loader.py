@@ -130,14 +130,27 @@ def _reject_constant(name: str) -> Any:
     raise InvalidTemplate(f"data.json is not valid JSON: {name} is not a number JSON allows")
 
 
+# Integers longer than this are read as floats (inf past ~308 digits), so the schema's bounds
+# name the field; Python's int() would refuse 4,300+ digits with a bare ValueError.
+_MAX_INT_DIGITS = 18
+
+
+def _parse_int(text: str) -> int | float:
+    digits = len(text.lstrip("-"))
+    return int(text) if digits <= _MAX_INT_DIGITS else float(text)
+
+
 def parse_data_json(text: str) -> dict[str, Any]:
     """Parse ``data.json`` text into a dict.
+
+    Numbers too large for a float (``1e999``) and integers of more than 18 digits become
+    floats (infinite when out of range): the schema then refuses them naming the field.
 
     Raises:
         InvalidTemplate: not JSON (with line and column), NaN/Infinity, or not an object.
     """
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except json.JSONDecodeError as err:
         raise InvalidTemplate(
             f"data.json is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"
@@ -211,6 +224,8 @@ def _message(error: Mapping[str, Any]) -> str:
         return "unknown field (not part of template format v1; check its spelling)"
     if kind == "missing":
         return "field required"
+    if kind in ("finite_number", "int_parsing_size"):
+        return "number is too large (or not finite) to be used"
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix) :]
