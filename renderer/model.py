@@ -80,7 +80,6 @@ class _Model(BaseModel):
 
 Coord = Annotated[float, Field(ge=-MAX_COORD, le=MAX_COORD)]
 FrameTime = Annotated[float, Field(ge=-MAX_FRAMES, le=MAX_FRAMES)]
-FrameIndex = Annotated[int, Field(ge=0, le=MAX_FRAMES)]
 
 
 # --- easing and keyframes -------------------------------------------------------------------
@@ -273,6 +272,11 @@ class AudioTrack(_Model):
     replaceable: bool = False
 
 
+FpsPair = Annotated[
+    list[Annotated[int, Field(ge=1, le=240_000)]], Field(min_length=2, max_length=2)
+]
+
+
 class Template(_Model):
     """A whole ``data.json``."""
 
@@ -280,10 +284,7 @@ class Template(_Model):
     name: str = Field(default="Untitled", max_length=255)
     width: int = Field(ge=2, le=MAX_DIMENSION)
     height: int = Field(ge=2, le=MAX_DIMENSION)
-    fps: (
-        Annotated[float, Field(gt=0, le=240)]
-        | Annotated[list[Annotated[int, Field(ge=1, le=240_000)]], Field(min_length=2, max_length=2)]
-    ) = 30
+    fps: float | FpsPair = 30
     frames: int = Field(ge=1, le=MAX_FRAMES)
     background: Color = "#000000"
     fonts: dict[str, str] = {}
