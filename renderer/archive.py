@@ -13,6 +13,7 @@ each folder is created once and remembered, never re-resolved.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -338,7 +339,7 @@ def _mkdir(
     return current
 
 
-def _extract_all(  # noqa: PLR0913
+def _extract_all(
     zf: zipfile.ZipFile,
     entries: list[_Entry],
     base: Path,
@@ -418,10 +419,8 @@ def remove_tree(path: Path) -> None:
     while stack:
         folder, listed = stack.pop()
         if listed:
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(folder)
-            except OSError:
-                pass
             continue
         stack.append((folder, True))
         try:
