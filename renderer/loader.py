@@ -10,6 +10,7 @@ field or file to fix.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 import shutil
@@ -21,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from renderer.archive import DATA_JSON, safe_extract
+from renderer.archive import DATA_JSON, MAX_NAME_BYTES, MAX_PATH_BYTES, safe_extract
 from renderer.errors import InvalidTemplate
 from renderer.model import (
     AudioTrack,
@@ -278,20 +279,33 @@ def check_relative_path(value: str, root: Path, owner: str) -> Path:
             f"{owner}: path {value!r} must be relative to data.json (like 'images/logo.png')"
         )
     parts = value.split("/")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES or any(
+        len(p.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for p in parts
+    ):
+        shown = value if len(value) <= 80 else value[:60] + f"… ({len(value)} characters)"
+        raise InvalidTemplate(
+            f"{owner}: path {shown!r} is too long (at most {MAX_PATH_BYTES} bytes, "
+            f"{MAX_NAME_BYTES} per file or folder name)"
+        )
     if ".." in parts:
         raise InvalidTemplate(f"{owner}: path {value!r} must not contain '..'")
     normal = posixpath.normpath(value)
     if normal != value:
         raise InvalidTemplate(f"{owner}: path {value!r} is not normalised; write {normal!r}")
-    base = root.resolve()
-    target = (root / value).resolve()
-    if not target.is_relative_to(base):
-        # A symlink inside a template folder pointing elsewhere.
-        raise InvalidTemplate(f"{owner}: path {value!r} leads outside the template folder")
-    if not target.exists():
-        raise InvalidTemplate(f"Missing {value} referenced by {owner}")
-    if not target.is_file():
-        raise InvalidTemplate(f"{owner}: {value} is not a file")
+    try:
+        base = root.resolve()
+        target = (root / value).resolve()
+        if not target.is_relative_to(base):
+            # A symlink inside a template folder pointing elsewhere.
+            raise InvalidTemplate(f"{owner}: path {value!r} leads outside the template folder")
+        if not target.exists():
+            raise InvalidTemplate(f"Missing {value} referenced by {owner}")
+        if not target.is_file():
+            raise InvalidTemplate(f"{owner}: {value} is not a file")
+    except OSError as err:
+        raise InvalidTemplate(
+            f"{owner}: path {value!r} cannot be opened ({os.strerror(err.errno or 0)})"
+        ) from err
     return target
 
 

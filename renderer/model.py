@@ -37,6 +37,7 @@ MAX_LAYERS = 1_000
 # Any other number in a template: far beyond a sensible value, far below float overflow.
 MAX_COORD = 1_000_000.0
 MAX_SECONDS = 24 * 3600.0
+MAX_TEXT_CHARS = 10_000  # as a customisation's text
 
 _COLOR_RE = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -223,8 +224,8 @@ class TextBackground(_Model):
 
 class TextLayer(_LayerBase):
     type: Literal["text"]
-    text: str
-    font: str | None = None
+    text: str = Field(max_length=MAX_TEXT_CHARS)
+    font: str | None = Field(default=None, max_length=255)
     size: float = Field(default=48, gt=0, le=2000)
     color: Color = "#ffffff"
     align: Literal["left", "center", "right"] = "left"
@@ -287,7 +288,7 @@ class Template(_Model):
     fps: float | FpsPair = 30
     frames: int = Field(ge=1, le=MAX_FRAMES)
     background: Color = "#000000"
-    fonts: dict[str, str] = {}
+    fonts: Annotated[dict[str, str], Field(max_length=MAX_LAYERS)] = {}
     layers: Annotated[list[Layer], Field(max_length=MAX_LAYERS)] = []
     audio: Annotated[list[AudioTrack], Field(max_length=MAX_LAYERS)] = []
 
@@ -425,7 +426,7 @@ class CustomizationEntry(_Model):
     ``jobs`` resolves it to a local file and passes it to the renderer as ``src``."""
 
     layer_id: str
-    text: str | None = Field(default=None, max_length=10_000)
+    text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
     color: Color | None = None
     asset_id: str | None = None
     src: str | None = None

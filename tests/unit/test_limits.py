@@ -184,6 +184,23 @@ def test_numbers_out_of_range_name_the_field(data: str, expected: str, tmp_path:
     assert expected in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (_template(layers=[{"id": "i", "type": "image", "src": "a" * 5000}]), "is too long"),
+        (_template(fonts={"x": "f" * 300}), "font 'x': path"),
+        (_template(audio=[{"src": "/".join(["b" * 200] * 30)}]), "audio[0]: path"),
+        (_template(layers=[{"id": "t", "type": "text", "text": "x" * 20_000}]), "at most 10000"),
+    ],
+)
+def test_long_strings_are_refused_before_touching_files(
+    data: dict[str, Any], expected: str, tmp_path: Path
+) -> None:
+    with pytest.raises(InvalidTemplate) as caught:
+        load_template_from_dict(data, tmp_path)
+    assert expected in str(caught.value)
+
+
 def test_boxes_are_bounded_relative_to_the_canvas_and_absolutely() -> None:
     def solid(w: float, h: float) -> dict[str, Any]:
         return {"id": "s", "type": "solid", "color": "#fff", "box": {"w": w, "h": h}}
