@@ -79,6 +79,29 @@ def estimate(
     return frames, max(MIN_ESTIMATE_MS, int(ms)), nbytes
 
 
+def stored_template_model(template: Template, label: str) -> TemplateModel:
+    """The validated model of a completed template's stored definition.
+
+    Raises:
+        RenderRefused: ``bad_request`` / ``invalid_template`` when the definition no longer
+            passes validation (stored before a limit was introduced), naming the problem.
+    """
+    from pydantic import ValidationError
+
+    from renderer.loader import format_validation_error
+
+    assert template.definition is not None
+    try:
+        return TemplateModel.model_validate(template.definition)
+    except ValidationError as err:
+        problem = format_validation_error(err, template.definition)
+        raise _bad(
+            f"{label}template {template.id} no longer passes validation ({problem}); "
+            "fix it and upload it again",
+            "invalid_template",
+        ) from None
+
+
 async def _owned_template(
     session: AsyncSession, user_id: uuid.UUID, template_id: uuid.UUID, label: str
 ) -> Template:
@@ -190,8 +213,7 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
     else:
         assert spec.template_id is not None
         template = await _owned_template(session, user.id, spec.template_id, label)
-    assert template.definition is not None
-    model = TemplateModel.model_validate(template.definition)
+    model = stored_template_model(template, label)
 
     # Instance defaults first: later entries win when the renderer applies them.
     raw_entries = [*defaults, *spec.customization_map]

@@ -106,3 +106,36 @@ async def test_archive_over_the_quota_is_refused_before_extraction(
     assert case.reason in status["reason"]
     assert await _ledger(embedded, key) == (0, 0)
     assert _stored(embedded) == []
+
+
+async def test_stored_template_past_the_new_limits_is_refused_at_render_not_500(
+    embedded: Embedded, demo_zip: Path
+) -> None:
+    """A template stored before a limit existed (its definition edited in place here) is a
+    400 naming the problem when rendered, not a 500."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from jobs.models.library import Template
+    from tests.integration.test_render_support import render_body
+
+    c = embedded.client
+    key = await embedded.user()
+    tid = await _upload(c, key, "template", demo_zip)
+    await embedded.drain()
+    async with embedded.service.db.session() as s:
+        row = await s.get(Template, uuid.UUID(tid))
+        assert row is not None and row.definition is not None
+        definition = dict(row.definition)
+        definition["layers"] = [
+            {**definition["layers"][0], "box": {"x": 0, "y": 0, "w": 16384, "h": 16384}},
+            *definition["layers"][1:],
+        ]
+        await s.execute(
+            sa.update(Template).where(Template.id == row.id).values(definition=definition)
+        )
+    r = await c.post("/render", json=render_body(tid), headers=h(key))
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "invalid_template"
+    assert "box is 16384x16384" in r.json()["detail"]
