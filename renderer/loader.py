@@ -13,7 +13,6 @@ import json
 import os
 import posixpath
 import re
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +21,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from renderer.archive import DATA_JSON, MAX_NAME_BYTES, MAX_PATH_BYTES, safe_extract
+from renderer.archive import (
+    DATA_JSON,
+    MAX_NAME_BYTES,
+    MAX_PATH_BYTES,
+    remove_tree,
+    safe_extract,
+)
 from renderer.errors import InvalidTemplate
 from renderer.model import (
     AudioTrack,
@@ -87,13 +92,10 @@ def load_template(path: Path, workdir: Path | None = None) -> LoadedTemplate:
 def _cleanup(dest: Path, before: set[Path] | None, fresh: bool) -> None:
     """Remove what a failed load extracted: the whole temp folder, or only new entries."""
     if fresh or before is None:
-        shutil.rmtree(dest, ignore_errors=True)
+        remove_tree(dest)
         return
     for entry in set(dest.iterdir()) - before:
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        remove_tree(entry)
 
 
 def _folder_root(folder: Path) -> Path:
