@@ -29,6 +29,7 @@ from jobs.store.render_base import (
 from renderer.customize import asset_kind_for_layer, validate_customizations
 from renderer.encoder_config import EncoderConfig, resolve_frame_range
 from renderer.errors import InvalidCustomization, InvalidEncoderConfig, InvalidFrameRange
+from renderer.model import LayerTooLarge, check_layer_sizes
 from renderer.model import Template as TemplateModel
 
 MAX_BATCH = 100
@@ -242,7 +243,11 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
         config = EncoderConfig.parse(spec.encoder_config)
         width, height = config.output_size(model.width, model.height)
         config.validate_combination(width, height, config.output_fps(model.fps_fraction))
+        # A larger res scales every layer's box: the same ceilings as at upload, at this size.
+        check_layer_sizes(model, width, height)
         f_start, f_end = resolve_frame_range(spec.f_start, spec.f_end, model.frames)
+    except LayerTooLarge as err:
+        raise _bad(f"{label}encoderConfig.res: {err}", "invalid_encoder_config") from None
     except InvalidEncoderConfig as err:
         raise _bad(f"{label}{err}", "invalid_encoder_config") from None
     except InvalidFrameRange as err:

@@ -139,3 +139,32 @@ async def test_stored_template_past_the_new_limits_is_refused_at_render_not_500(
     assert r.status_code == 400, r.text
     assert r.json()["code"] == "invalid_template"
     assert "box is 16384x16384" in r.json()["detail"]
+
+
+async def test_render_res_that_scales_boxes_past_the_limits_is_refused_at_submission(
+    embedded: Embedded, tmp_path: Path
+) -> None:
+    """Nine full-canvas layers are nothing at 64x36 but 75 megapixels a frame at 4K."""
+    import json
+    import zipfile
+
+    from tests.integration.test_render_support import render_body
+
+    layers = [{"id": f"l{i}", "type": "solid", "color": "#123456"} for i in range(9)]
+    data = {"width": 64, "height": 36, "fps": 30, "frames": 3, "layers": layers}
+    archive = tmp_path / "stack.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("data.json", json.dumps(data))
+    c = embedded.client
+    key = await embedded.user()
+    tid = await _upload(c, key, "template", archive)
+    await embedded.drain()
+    assert (await c.get(f"/template/{tid}/status", headers=h(key))).json()["status"] == "completed"
+    body = render_body(tid)
+    body["encoderConfig"]["res"] = [3840, 2160]
+    r = await c.post("/render", json=body, headers=h(key))
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "invalid_encoder_config"
+    assert "encoderConfig.res" in r.json()["detail"] and "the limit per frame" in r.json()["detail"]
+    # At the template's own size it is accepted.
+    assert (await c.post("/render", json=render_body(tid), headers=h(key))).status_code == 200
