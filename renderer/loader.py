@@ -38,9 +38,19 @@ from renderer.model import (
     TextLayer,
     VideoLayer,
 )
-from renderer.probe import check_font, probe_audio, probe_image, probe_lottie, probe_video
+from renderer.probe import (
+    ImageInfo,
+    VideoInfo,
+    check_font,
+    probe_audio,
+    probe_image,
+    probe_lottie,
+    probe_video,
+)
 
 MAX_DATA_JSON_BYTES = 16 * 1024 * 1024
+# Decoded source frames of all image and video layers together (each layer decodes its own).
+MAX_SOURCE_PIXELS = 256 * 1024 * 1024
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 # Pydantic labels union members in error locations ("float", "list[Keyframe]", "function-after
 # [...]"); they are not fields, so they are dropped from the path shown to the user.
@@ -320,13 +330,24 @@ def check_references(template: Template, root: Path) -> None:
         UnsupportedMedia: a file is not an accepted image, video, audio, font or Lottie
             animation (a Lottie's images must exist inside the template and decode).
     """
-    probed: set[tuple[Path, str]] = set()
+    probed: dict[tuple[Path, str], object] = {}
+    source_pixels = 0
 
     def probe(value: str, owner: str, kind: str, fn: Callable[[Path, str | None], object]) -> None:
+        nonlocal source_pixels
         target = check_relative_path(value, root, owner)
         if (target, kind) not in probed:
-            fn(target, value)
-            probed.add((target, kind))
+            probed[(target, kind)] = fn(target, value)
+        # Every image and video layer decodes its source at full size, each its own copy.
+        info = probed[(target, kind)]
+        if isinstance(info, (ImageInfo, VideoInfo)):
+            source_pixels += info.width * info.height
+            if source_pixels > MAX_SOURCE_PIXELS:
+                raise InvalidTemplate(
+                    f"{owner}: the image and video layers' sources total "
+                    f"{source_pixels / 1e6:.0f} megapixels a frame; the limit for a template "
+                    f"is {MAX_SOURCE_PIXELS / 1e6:.0f} megapixels (use smaller sources)"
+                )
 
     for font_name, font_path in template.fonts.items():
         probe(font_path, f"font '{font_name}'", "font", check_font)

@@ -253,3 +253,18 @@ def test_gif_frame_pixels_limit(cases: dict[str, Any], tmp_path: Path) -> None:
         validate_media_file(path, "image")
     path.write_bytes(module.huge_gif(64, 64, 17))
     assert validate_media_file(path, "image").frames == 17  # type: ignore[union-attr]
+
+
+def test_image_and_video_sources_are_bounded_per_template(tmp_path: Path) -> None:
+    """Each image layer decodes its source at full size: four layers of an 8192x8192 image
+    (a 1-pixel GIF on an 8192x8192 screen) fit the per-template sum; a fifth passes it."""
+    module: ModuleType = load_limit_cases_module()
+    (tmp_path / "big.gif").write_bytes(module.huge_gif(8192, 8192, 1))
+
+    def data(n: int) -> dict[str, Any]:
+        layers = [{"id": f"i{i}", "type": "image", "src": "big.gif"} for i in range(n)]
+        return _template(layers=layers)
+
+    load_template_from_dict(data(4), tmp_path)
+    with pytest.raises(InvalidTemplate, match="layer 'i4': the image and video layers' sources"):
+        load_template_from_dict(data(5), tmp_path)
