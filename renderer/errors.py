@@ -26,6 +26,12 @@ class UnsupportedMedia(InvalidTemplate):
     code = "unsupported_media"
 
 
+class StorageLimitExceeded(RendererError, ValueError):
+    """Writing the result would pass the storage the caller allowed (the account's quota)."""
+
+    code = "storage_quota_exceeded"
+
+
 class InvalidCustomization(RendererError, ValueError):
     """A ``customizationMap`` entry does not fit the template."""
 

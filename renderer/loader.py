@@ -10,9 +10,9 @@ field or file to fix.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +21,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from renderer.archive import DATA_JSON, safe_extract
+from renderer.archive import (
+    DATA_JSON,
+    MAX_NAME_BYTES,
+    MAX_PATH_BYTES,
+    remove_tree,
+    safe_extract,
+)
 from renderer.errors import InvalidTemplate
 from renderer.model import (
     AudioTrack,
@@ -32,9 +38,19 @@ from renderer.model import (
     TextLayer,
     VideoLayer,
 )
-from renderer.probe import check_font, probe_audio, probe_image, probe_lottie, probe_video
+from renderer.probe import (
+    ImageInfo,
+    VideoInfo,
+    check_font,
+    probe_audio,
+    probe_image,
+    probe_lottie,
+    probe_video,
+)
 
 MAX_DATA_JSON_BYTES = 16 * 1024 * 1024
+# Decoded source frames of all image and video layers together (each layer decodes its own).
+MAX_SOURCE_PIXELS = 256 * 1024 * 1024
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 # Pydantic labels union members in error locations ("float", "list[Keyframe]", "function-after
 # [...]"); they are not fields, so they are dropped from the path shown to the user.
@@ -88,13 +104,10 @@ def load_template(path: Path, workdir: Path | None = None) -> LoadedTemplate:
 def _cleanup(dest: Path, before: set[Path] | None, fresh: bool) -> None:
     """Remove what a failed load extracted: the whole temp folder, or only new entries."""
     if fresh or before is None:
-        shutil.rmtree(dest, ignore_errors=True)
+        remove_tree(dest)
         return
     for entry in set(dest.iterdir()) - before:
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        remove_tree(entry)
 
 
 def _folder_root(folder: Path) -> Path:
@@ -132,14 +145,27 @@ def _reject_constant(name: str) -> Any:
     raise InvalidTemplate(f"data.json is not valid JSON: {name} is not a number JSON allows")
 
 
+# Integers longer than this are read as floats (inf past ~308 digits), so the schema's bounds
+# name the field; Python's int() would refuse 4,300+ digits with a bare ValueError.
+_MAX_INT_DIGITS = 18
+
+
+def _parse_int(text: str) -> int | float:
+    digits = len(text.lstrip("-"))
+    return int(text) if digits <= _MAX_INT_DIGITS else float(text)
+
+
 def parse_data_json(text: str) -> dict[str, Any]:
     """Parse ``data.json`` text into a dict.
+
+    Numbers too large for a float (``1e999``) and integers of more than 18 digits become
+    floats (infinite when out of range): the schema then refuses them naming the field.
 
     Raises:
         InvalidTemplate: not JSON (with line and column), NaN/Infinity, or not an object.
     """
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except json.JSONDecodeError as err:
         raise InvalidTemplate(
             f"data.json is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"
@@ -213,6 +239,8 @@ def _message(error: Mapping[str, Any]) -> str:
         return "unknown field (not part of template format v1; check its spelling)"
     if kind == "missing":
         return "field required"
+    if kind in ("finite_number", "int_parsing_size"):
+        return "number is too large (or not finite) to be used"
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix) :]
@@ -265,13 +293,26 @@ def _resolve_relative(value: str, root: Path, owner: str) -> Path:
             f"{owner}: path {value!r} must be relative to data.json (like 'images/logo.png')"
         )
     parts = value.split("/")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES or any(
+        len(p.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for p in parts
+    ):
+        shown = value if len(value) <= 80 else value[:60] + f"… ({len(value)} characters)"
+        raise InvalidTemplate(
+            f"{owner}: path {shown!r} is too long (at most {MAX_PATH_BYTES} bytes, "
+            f"{MAX_NAME_BYTES} per file or folder name)"
+        )
     if ".." in parts:
         raise InvalidTemplate(f"{owner}: path {value!r} must not contain '..'")
     normal = posixpath.normpath(value)
     if normal != value:
         raise InvalidTemplate(f"{owner}: path {value!r} is not normalised; write {normal!r}")
-    base = root.resolve()
-    target = (root / value).resolve()
+    try:
+        base = root.resolve()
+        target = (root / value).resolve()
+    except OSError as err:
+        raise InvalidTemplate(
+            f"{owner}: path {value!r} cannot be opened ({os.strerror(err.errno or 0)})"
+        ) from err
     if not target.is_relative_to(base):
         # A symlink inside a template folder pointing elsewhere.
         raise InvalidTemplate(f"{owner}: path {value!r} leads outside the template folder")
@@ -286,10 +327,15 @@ def check_relative_path(value: str, root: Path, owner: str) -> Path:
         InvalidTemplate: naming ``owner`` (e.g. "layer 'logo'") and the path.
     """
     target = _resolve_relative(value, root, owner)
-    if not target.exists():
-        raise InvalidTemplate(missing_files_message({value: [owner]}))
-    if not target.is_file():
-        raise InvalidTemplate(f"{owner}: {value} is not a file")
+    try:
+        if not target.exists():
+            raise InvalidTemplate(missing_files_message({value: [owner]}))
+        if not target.is_file():
+            raise InvalidTemplate(f"{owner}: {value} is not a file")
+    except OSError as err:
+        raise InvalidTemplate(
+            f"{owner}: path {value!r} cannot be opened ({os.strerror(err.errno or 0)})"
+        ) from err
     return target
 
 
@@ -330,7 +376,11 @@ def check_missing_files(template: Template, root: Path) -> None:
     """
     missing: dict[str, list[str]] = {}
     for value, owner in _references(template):
-        if not _resolve_relative(value, root, owner).exists():
+        try:
+            found = _resolve_relative(value, root, owner).exists()
+        except OSError:
+            found = False
+        if not found:
             owners = missing.setdefault(value, [])
             if owner not in owners:
                 owners.append(owner)
@@ -349,13 +399,24 @@ def check_references(template: Template, root: Path) -> None:
             animation (a Lottie's images must exist inside the template and decode).
     """
     check_missing_files(template, root)
-    probed: set[tuple[Path, str]] = set()
+    probed: dict[tuple[Path, str], object] = {}
+    source_pixels = 0
 
     def probe(value: str, owner: str, kind: str, fn: Callable[[Path, str | None], object]) -> None:
+        nonlocal source_pixels
         target = check_relative_path(value, root, owner)
         if (target, kind) not in probed:
-            fn(target, value)
-            probed.add((target, kind))
+            probed[(target, kind)] = fn(target, value)
+        # Every image and video layer decodes its source at full size, each its own copy.
+        info = probed[(target, kind)]
+        if isinstance(info, (ImageInfo, VideoInfo)):
+            source_pixels += info.width * info.height
+            if source_pixels > MAX_SOURCE_PIXELS:
+                raise InvalidTemplate(
+                    f"{owner}: the image and video layers' sources total "
+                    f"{source_pixels / 1e6:.0f} megapixels a frame; the limit for a template "
+                    f"is {MAX_SOURCE_PIXELS / 1e6:.0f} megapixels (use smaller sources)"
+                )
 
     for font_name, font_path in template.fonts.items():
         probe(font_path, f"font '{font_name}'", "font", check_font)

@@ -25,6 +25,19 @@ from pydantic.alias_generators import to_camel
 
 MAX_DIMENSION = 8192
 MAX_FRAMES = 216_000  # two hours at 30 fps
+# Ceilings on what a template may make the renderer allocate (issue 6). A layer's working
+# buffer is its box in output pixels (premultiplied RGBA, 4 bytes a pixel, plus the
+# compositor's float copies), so the box is bounded relative to the canvas, absolutely per
+# side, and summed over the layers on screen at once and over the whole template.
+MAX_BOX_FACTOR = 2  # a box side may be at most twice the canvas side
+MAX_LAYER_SIDE = MAX_DIMENSION
+MAX_FRAME_PIXELS = 64 * 1024 * 1024  # layers on screen at the same frame, summed
+MAX_TEMPLATE_PIXELS = 256 * 1024 * 1024  # every layer of the template, summed
+MAX_LAYERS = 1_000
+# Any other number in a template: far beyond a sensible value, far below float overflow.
+MAX_COORD = 1_000_000.0
+MAX_SECONDS = 24 * 3600.0
+MAX_TEXT_CHARS = 10_000  # as a customisation's text
 
 _COLOR_RE = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -61,20 +74,26 @@ class _Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        # 1e999 parses as inf; NaN and inf must never reach int(), round() or Fraction().
+        allow_inf_nan=False,
     )
+
+
+Coord = Annotated[float, Field(ge=-MAX_COORD, le=MAX_COORD)]
+FrameTime = Annotated[float, Field(ge=-MAX_FRAMES, le=MAX_FRAMES)]
 
 
 # --- easing and keyframes -------------------------------------------------------------------
 
 EaseName = Literal["linear", "hold", "easeIn", "easeOut", "easeInOut", "easeOutBack"]
-Ease = EaseName | Annotated[list[float], Field(min_length=4, max_length=4)]
+Ease = EaseName | Annotated[list[Coord], Field(min_length=4, max_length=4)]
 
 
 class Keyframe(_Model):
     """A value ``v`` reached at frame ``t``; ``ease`` shapes the segment that starts here."""
 
-    t: float
-    v: float | Annotated[list[float], Field(min_length=2, max_length=2)]
+    t: FrameTime
+    v: Coord | Annotated[list[Coord], Field(min_length=2, max_length=2)]
     ease: Ease = "linear"
 
     @field_validator("ease")
@@ -85,8 +104,8 @@ class Keyframe(_Model):
         return ease
 
 
-Scalar = float | list[Keyframe]
-Pair = Annotated[list[float], Field(min_length=2, max_length=2)]
+Scalar = Coord | list[Keyframe]
+Pair = Annotated[list[Coord], Field(min_length=2, max_length=2)]
 PairOrKeys = Pair | list[Keyframe]
 
 
@@ -105,7 +124,7 @@ class Transform(_Model):
 
     anchor: PairOrKeys | None = None
     position: PairOrKeys | None = None
-    scale: float | Pair | list[Keyframe] = 1.0
+    scale: Coord | Pair | list[Keyframe] = 1.0
     rotation: Scalar = 0.0
     opacity: Scalar = 1.0
 
@@ -120,10 +139,13 @@ class Transform(_Model):
 
 
 class Box(_Model):
-    x: float = 0
-    y: float = 0
-    w: float = Field(gt=0)
-    h: float = Field(gt=0)
+    """Where a layer sits, in template pixels. ``w``/``h`` are also bounded by the canvas
+    (``check_layer_sizes``), which the template knows and the box does not."""
+
+    x: Coord = 0
+    y: Coord = 0
+    w: float = Field(gt=0, le=MAX_LAYER_SIDE * MAX_BOX_FACTOR)
+    h: float = Field(gt=0, le=MAX_LAYER_SIDE * MAX_BOX_FACTOR)
 
 
 BlendMode = Literal["normal", "multiply", "screen", "add", "overlay"]
@@ -132,8 +154,8 @@ Fit = Literal["cover", "contain", "fill", "none"]
 
 class _LayerBase(_Model):
     id: str
-    in_: int = Field(default=0, alias="in", ge=0)
-    out: int | None = Field(default=None, ge=1)
+    in_: int = Field(default=0, alias="in", ge=0, le=MAX_FRAMES)
+    out: int | None = Field(default=None, ge=1, le=MAX_FRAMES)
     box: Box | None = None
     transform: Transform = Transform()
     blend: BlendMode = "normal"
@@ -164,14 +186,14 @@ class ImageLayer(_LayerBase):
     type: Literal["image"]
     src: str
     fit: Fit = "cover"
-    radius: float = Field(default=0, ge=0)
+    radius: float = Field(default=0, ge=0, le=MAX_COORD)
 
 
 class VideoLayer(_LayerBase):
     type: Literal["video"]
     src: str
     fit: Fit = "cover"
-    trim: float = Field(default=0, ge=0)
+    trim: float = Field(default=0, ge=0, le=MAX_SECONDS)
     loop: bool = False
     volume: float = Field(default=1.0, ge=0, le=4)
 
@@ -185,8 +207,8 @@ class Stroke(_Model):
 
 class Shadow(_Model):
     color: Color = "#00000080"
-    x: float = 0
-    y: float = 4
+    x: Coord = 0
+    y: Coord = 4
     blur: float = Field(default=0, ge=0, le=200)
 
     _color = field_validator("color")(classmethod(lambda cls, v: _check_color(v)))
@@ -194,29 +216,29 @@ class Shadow(_Model):
 
 class TextBackground(_Model):
     color: Color
-    padding: float = Field(default=0, ge=0)
-    radius: float = Field(default=0, ge=0)
+    padding: float = Field(default=0, ge=0, le=MAX_COORD)
+    radius: float = Field(default=0, ge=0, le=MAX_COORD)
 
     _color = field_validator("color")(classmethod(lambda cls, v: _check_color(v)))
 
 
 class TextLayer(_LayerBase):
     type: Literal["text"]
-    text: str
-    font: str | None = None
+    text: str = Field(max_length=MAX_TEXT_CHARS)
+    font: str | None = Field(default=None, max_length=255)
     size: float = Field(default=48, gt=0, le=2000)
     color: Color = "#ffffff"
     align: Literal["left", "center", "right"] = "left"
     valign: Literal["top", "middle", "bottom"] = "top"
     line_height: float = Field(default=1.2, gt=0, le=10)
-    letter_spacing: float = 0
+    letter_spacing: Coord = 0
     stroke: Stroke | None = None
     shadow: Shadow | None = None
     background: TextBackground | None = None
     uppercase: bool = False
     fit: Literal["none", "shrink", "wrap"] = "none"
-    min_size: float | None = Field(default=None, gt=0)
-    max_lines: int | None = Field(default=None, ge=1)
+    min_size: float | None = Field(default=None, gt=0, le=2000)
+    max_lines: int | None = Field(default=None, ge=1, le=10_000)
 
     _color = field_validator("color")(classmethod(lambda cls, v: _check_color(v)))
 
@@ -224,7 +246,7 @@ class TextLayer(_LayerBase):
 class LottieLayer(_LayerBase):
     type: Literal["lottie"]
     src: str
-    speed: float = Field(default=1.0, gt=0)
+    speed: float = Field(default=1.0, gt=0, le=1000)
     loop: bool = True
 
 
@@ -238,13 +260,22 @@ MEDIA_LAYER_TYPES = ("image", "video", "lottie")
 class AudioTrack(_Model):
     id: str | None = None
     src: str
-    start: int = Field(default=0, ge=0, description="composition frame where the track begins")
-    trim: float = Field(default=0, ge=0, description="seconds skipped at the source's start")
+    start: int = Field(
+        default=0, ge=0, le=MAX_FRAMES, description="composition frame where the track begins"
+    )
+    trim: float = Field(
+        default=0, ge=0, le=MAX_SECONDS, description="seconds skipped at the source's start"
+    )
     volume: float = Field(default=1.0, ge=0, le=4)
-    fade_in: int = Field(default=0, ge=0, description="frames")
-    fade_out: int = Field(default=0, ge=0, description="frames")
+    fade_in: int = Field(default=0, ge=0, le=MAX_FRAMES, description="frames")
+    fade_out: int = Field(default=0, ge=0, le=MAX_FRAMES, description="frames")
     loop: bool = False
     replaceable: bool = False
+
+
+FpsPair = Annotated[
+    list[Annotated[int, Field(ge=1, le=240_000)]], Field(min_length=2, max_length=2)
+]
 
 
 class Template(_Model):
@@ -254,12 +285,12 @@ class Template(_Model):
     name: str = Field(default="Untitled", max_length=255)
     width: int = Field(ge=2, le=MAX_DIMENSION)
     height: int = Field(ge=2, le=MAX_DIMENSION)
-    fps: float | Annotated[list[int], Field(min_length=2, max_length=2)] = 30
+    fps: float | FpsPair = 30
     frames: int = Field(ge=1, le=MAX_FRAMES)
     background: Color = "#000000"
-    fonts: dict[str, str] = {}
-    layers: list[Layer] = []
-    audio: list[AudioTrack] = []
+    fonts: Annotated[dict[str, str], Field(max_length=MAX_LAYERS)] = {}
+    layers: Annotated[list[Layer], Field(max_length=MAX_LAYERS)] = []
+    audio: Annotated[list[AudioTrack], Field(max_length=MAX_LAYERS)] = []
 
     _color = field_validator("background")(classmethod(lambda cls, v: _check_color(v)))
 
@@ -291,6 +322,11 @@ class Template(_Model):
             seen.add(layer.id)
         return self
 
+    @model_validator(mode="after")
+    def _layer_sizes(self) -> Template:
+        check_layer_sizes(self, self.width, self.height)
+        return self
+
     @property
     def fps_fraction(self) -> Fraction:
         if isinstance(self.fps, list):
@@ -303,6 +339,65 @@ class Template(_Model):
 
     def layer(self, layer_id: str) -> Layer | None:
         return next((layer for layer in self.layers if layer.id == layer_id), None)
+
+
+class LayerTooLarge(ValueError):
+    """A layer's box, or the layers together, would need more pixels than allowed."""
+
+
+def layer_buffer_sizes(template: Template, width: int, height: int) -> list[tuple[int, int]]:
+    """Each layer's working buffer (box) in pixels when rendered at ``width`` x ``height``:
+    the one place this size is derived, so validation and rendering agree."""
+    rx, ry = width / template.width, height / template.height
+    sizes = []
+    for layer in template.layers:
+        bw = layer.box.w if layer.box else template.width
+        bh = layer.box.h if layer.box else template.height
+        sizes.append((max(1, round(bw * rx)), max(1, round(bh * ry))))
+    return sizes
+
+
+def check_layer_sizes(template: Template, width: int, height: int) -> None:
+    """Refuse boxes that would make the renderer allocate without bound, before any work.
+
+    Each layer's box (at ``width`` x ``height`` output) must be at most ``MAX_BOX_FACTOR``
+    times the canvas and ``MAX_LAYER_SIDE`` a side; the boxes of the layers on screen at the
+    same frame must total at most ``MAX_FRAME_PIXELS``, and all boxes ``MAX_TEMPLATE_PIXELS``.
+
+    Raises:
+        LayerTooLarge: naming the layer (or the frame) and the limit.
+    """
+    sizes = layer_buffer_sizes(template, width, height)
+    side_w = min(MAX_LAYER_SIDE, MAX_BOX_FACTOR * width)
+    side_h = min(MAX_LAYER_SIDE, MAX_BOX_FACTOR * height)
+    for index, (layer, (bw, bh)) in enumerate(zip(template.layers, sizes, strict=True)):
+        if bw > side_w or bh > side_h:
+            raise LayerTooLarge(
+                f"layer '{layer.id}' (layers[{index}]): box is {bw}x{bh} pixels at the "
+                f"{width}x{height} output; the largest allowed is {side_w}x{side_h} "
+                f"({MAX_BOX_FACTOR}x the canvas, at most {MAX_LAYER_SIDE} a side)"
+            )
+    total = sum(w * h for w, h in sizes)
+    if total > MAX_TEMPLATE_PIXELS:
+        raise LayerTooLarge(
+            f"the layers' boxes total {total / 1e6:.0f} megapixels at the {width}x{height} "
+            f"output; the limit for a template is {MAX_TEMPLATE_PIXELS / 1e6:.0f} megapixels"
+        )
+    # Sweep over in/out points: the most pixels on screen at any one frame.
+    events: list[tuple[int, int]] = []
+    for layer, (w, h) in zip(template.layers, sizes, strict=True):
+        end = template.frames if layer.out is None else layer.out
+        if layer.in_ < end:
+            events += [(layer.in_, w * h), (end, -w * h)]
+    on_screen = 0
+    for frame, delta in sorted(events, key=lambda e: (e[0], e[1])):
+        on_screen += delta
+        if on_screen > MAX_FRAME_PIXELS:
+            raise LayerTooLarge(
+                f"at frame {frame} the visible layers' boxes total {on_screen / 1e6:.0f} "
+                f"megapixels at the {width}x{height} output; the limit per frame is "
+                f"{MAX_FRAME_PIXELS / 1e6:.0f} megapixels"
+            )
 
 
 @dataclass(frozen=True)
@@ -331,7 +426,7 @@ class CustomizationEntry(_Model):
     ``jobs`` resolves it to a local file and passes it to the renderer as ``src``."""
 
     layer_id: str
-    text: str | None = Field(default=None, max_length=10_000)
+    text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
     color: Color | None = None
     asset_id: str | None = None
     src: str | None = None

@@ -1,10 +1,10 @@
 """Media probing: does a file decode, and is it a format the renderer accepts (SPEC §4, §9)?
 
 Probes open the file, check container and codec against what the renderer supports, and
-decode a little (an image fully, a video's first frame, an audio's first packets) so that a
-file that merely looks right is not accepted. Input comes from uploads, so the decoders are
-fed hostile bytes: any failure inside Pillow or FFmpeg is reported as ``UnsupportedMedia``
-naming the file, never as a crash.
+decode enough that a file which is accepted renders: an image fully, audio fully, a video's
+every packet header and keyframe plus stretches from sampled keyframes. Input comes from
+uploads, so the decoders are fed hostile bytes: any failure inside Pillow or FFmpeg is
+reported as ``UnsupportedMedia`` naming the file, never as a crash.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from renderer.errors import UnsupportedMedia
 from renderer.orientation import displayed_size, exif_orientation, video_orientation
@@ -22,6 +22,9 @@ from renderer.orientation import displayed_size, exif_orientation, video_orienta
 MAX_MEDIA_DIMENSION = 8192
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 MAX_IMAGE_FRAMES = 10_000
+# Frames x pixels of an animated image: what a render decodes per loop (a GIF is streamed,
+# one frame in memory). 2^30 is e.g. 1,100 frames at 720p or 4,000 at 480x540.
+MAX_ANIMATION_PIXELS = 1 << 30
 _IMAGE_FORMATS = ("PNG", "JPEG", "GIF")
 _TGA_SUFFIXES = (".tga", ".icb", ".vda", ".vst")
 _VIDEO_CODECS = {"h264": "H.264", "hevc": "H.265"}
@@ -134,6 +137,7 @@ def probe_image(path: Path, name: str | None = None) -> ImageInfo:
                         f"{label}: animation has {frames} frames (limit {MAX_IMAGE_FRAMES})"
                     )
                 turn = exif_orientation(im)
+                check_animation_size(width, height, frames, label)
                 # Decode every frame: a GIF truncated halfway must fail here, not mid-render.
                 for index in range(frames):
                     im.seek(index)
@@ -153,6 +157,33 @@ def probe_image(path: Path, name: str | None = None) -> ImageInfo:
         ) from err
     shown_w, shown_h = displayed_size(width, height, turn)
     return ImageInfo(shown_w, shown_h, frames, frames > 1, turn)
+
+
+def _first_frame_turn(path: Path, label: str) -> int:
+    """The display orientation of a video, read from its first decoded frame (the display
+    matrix travels as frame side data) or the stream's ``rotate`` tag."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        first = next(iter(container.decode(stream)), None)
+        if first is None:
+            raise UnsupportedMedia(f"{label}: video has no decodable frames")
+        return video_orientation(first, stream)
+
+
+def check_animation_size(width: int, height: int, frames: int, label: str) -> None:
+    """Refuse an animation whose frames together exceed ``MAX_ANIMATION_PIXELS``.
+
+    Raises:
+        UnsupportedMedia: naming the file, its size and frame count.
+    """
+    if frames > 1 and width * height * frames > MAX_ANIMATION_PIXELS:
+        raise UnsupportedMedia(
+            f"{label}: animation has {frames} frames of {width}x{height} "
+            f"({width * height * frames / 1e6:.0f} megapixels in all); the limit is "
+            f"{MAX_ANIMATION_PIXELS / 1e6:.0f} megapixels (fewer or smaller frames)"
+        )
 
 
 def _reason(err: BaseException, path: Path, label: str) -> str:
@@ -179,8 +210,8 @@ def probe_video(path: Path, name: str | None = None) -> VideoInfo:
 
     Raises:
         UnsupportedMedia: another container or codec (named in the message), no video
-            stream, no frame rate, over ``MAX_MEDIA_DIMENSION``, or the first frame does not
-            decode.
+            stream, no frame rate, over ``MAX_MEDIA_DIMENSION``, or a packet, a keyframe or
+            a sampled frame does not decode.
     """
     import av
 
@@ -216,10 +247,9 @@ def probe_video(path: Path, name: str | None = None) -> VideoInfo:
             duration_s = _duration(stream.duration, stream.time_base, container.duration)
             frames = int(stream.frames) or round(duration_s * fps)
             has_audio = bool(container.streams.audio)
-            first = next(iter(container.decode(stream)), None)
-            if first is None:
-                raise UnsupportedMedia(f"{label}: video has no decodable frames")
-            turn = video_orientation(first, stream)
+            keyframes = _decode_keyframes(container, stream, label)
+        _decode_samples(path, keyframes, label)
+        turn = _first_frame_turn(path, label)
     except UnsupportedMedia:
         raise
     except FileNotFoundError as err:
@@ -241,6 +271,74 @@ def probe_video(path: Path, name: str | None = None) -> VideoInfo:
     )
 
 
+# Probing a video decodes every packet's headers and every keyframe, then whole stretches from
+# a few keyframes (first, last and evenly between): enough to find a damaged file without
+# paying for a full decode. At most this many frames are decoded in the second pass.
+_SAMPLE_GOPS = 8
+_SAMPLE_FRAMES = 4
+MAX_PROBE_FRAMES = 600
+
+
+def _decode_keyframes(container: Any, stream: Any, label: str) -> list[int]:
+    """Send every packet through the decoder with non-key frames skipped: the decoder still
+    parses each packet's NAL headers (a damaged one raises) and decodes each keyframe.
+    Returns the keyframes' timestamps."""
+    stream.codec_context.skip_frame = "NONKEY"
+    keyframes: list[int] = []
+    decoded = 0
+    for packet in container.demux(stream):
+        if packet.is_keyframe and packet.pts is not None:
+            keyframes.append(int(packet.pts))
+        decoded += len(_decode_packet(stream, packet, label))
+    if decoded == 0 or not keyframes:
+        raise UnsupportedMedia(f"{label}: video has no decodable frames")
+    return keyframes
+
+
+def _at(packet: Any) -> str:
+    if packet.pts is None or packet.time_base is None:
+        return "an unknown time"
+    return f"{float(packet.pts * packet.time_base):.2f} s"
+
+
+def _decode_packet(stream: Any, packet: Any, label: str) -> list[Any]:
+    import av
+
+    try:
+        return list(stream.codec_context.decode(packet))
+    except av.error.InvalidDataError as err:
+        raise UnsupportedMedia(
+            f"{label}: the video is damaged at {_at(packet)} (the decoder refused it); "
+            "export or encode the file again"
+        ) from err
+
+
+def _decode_samples(path: Path, keyframes: list[int], label: str) -> None:
+    """Fully decode the first frames after sampled keyframes, and the stream's end from the
+    last keyframe on (up to ``MAX_PROBE_FRAMES`` frames in all)."""
+    import av
+
+    count = min(_SAMPLE_GOPS, len(keyframes))
+    picks = sorted(
+        {keyframes[round(i * (len(keyframes) - 1) / max(1, count - 1))] for i in range(count)}
+    )
+    budget = MAX_PROBE_FRAMES
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for index, pts in enumerate(picks):
+            last = index == len(picks) - 1
+            container.seek(pts, stream=stream, backward=True)
+            frames = 0
+            for packet in container.demux(stream):
+                got = len(_decode_packet(stream, packet, label))
+                frames += got
+                budget -= got
+                if budget <= 0 or (not last and frames >= _SAMPLE_FRAMES):
+                    break
+            if budget <= 0:
+                return
+
+
 def _duration(
     stream_duration: int | None, time_base: Fraction | None, container_duration: int | None
 ) -> float:
@@ -253,7 +351,7 @@ def _duration(
 
 def probe_audio(path: Path, name: str | None = None) -> AudioInfo:
     """Check that ``path`` is MP3, WAV (PCM) or AAC (ADTS ``.aac`` or in MP4/M4A) and that
-    its first packets decode.
+    the whole stream decodes.
 
     Args:
         path: the file.
@@ -294,8 +392,18 @@ def probe_audio(path: Path, name: str | None = None) -> AudioInfo:
             if sample_rate <= 0 or channels <= 0:
                 raise UnsupportedMedia(f"{label}: audio has no sample rate or channels")
             duration_s = _duration(stream.duration, stream.time_base, container.duration)
-            first = next(iter(container.decode(stream)), None)
-            if first is None:
+            # Decode it all (audio decodes hundreds of times faster than real time): a file
+            # damaged anywhere must be refused here, not fail every render that uses it.
+            samples = 0
+            for packet in container.demux(stream):
+                try:
+                    samples += sum(f.samples for f in stream.codec_context.decode(packet))
+                except av.error.InvalidDataError as err:
+                    raise UnsupportedMedia(
+                        f"{label}: the audio is damaged at {_at(packet)} (the decoder refused "
+                        "it); export or encode the file again"
+                    ) from err
+            if samples == 0:
                 raise UnsupportedMedia(f"{label}: audio has no decodable samples")
     except UnsupportedMedia:
         raise

@@ -25,9 +25,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from renderer.compositor import Compositor, LayerPlan
-from renderer.errors import InvalidFrameRange, RenderCancelled
+from renderer.errors import InvalidFrameRange, InvalidTemplate, RenderCancelled
 from renderer.layers import Prefetching, SourceContext, TextFitting, open_source
-from renderer.model import Box, CustomizationEntry, LoadedTemplate
+from renderer.model import (
+    Box,
+    CustomizationEntry,
+    LayerTooLarge,
+    LoadedTemplate,
+    check_layer_sizes,
+    layer_buffer_sizes,
+)
 from renderer.report import RenderReport, TextFit
 
 if TYPE_CHECKING:
@@ -69,14 +76,19 @@ def _layer_plans(
     width, height = size
     tpl = loaded.template
     rx, ry = width / tpl.width, height / tpl.height
+    try:
+        # Validation checked the template's own size; a larger ``res`` scales every box.
+        check_layer_sizes(tpl, width, height)
+    except LayerTooLarge as err:
+        raise InvalidTemplate(str(err)) from err
+    buffers = layer_buffer_sizes(tpl, width, height)
     plans: list[LayerPlan] = []
     try:
-        for layer in tpl.layers:
+        for layer, (bw, bh) in zip(tpl.layers, buffers, strict=True):
             out_frame = tpl.frames if layer.out is None else layer.out
             if not layer.visible or layer.in_ >= f1 or out_frame <= f0:
                 continue  # never on screen in this range: do not even open its media
             box = layer.box or Box(x=0, y=0, w=tpl.width, h=tpl.height)
-            bw, bh = max(1, round(box.w * rx)), max(1, round(box.h * ry))
             ctx = SourceContext(loaded, bw, bh, min(rx, ry), width, height, should_cancel)
             source = open_source(layer, ctx)
             plans.append(

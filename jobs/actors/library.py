@@ -220,7 +220,7 @@ async def process_template_job(db: Database, storage: Storage, job_id: uuid.UUID
     doing = "validating the archive"
     final_rel: str | None = None
     try:
-        from renderer.archive import safe_extract
+        from renderer.archive import inspect_archive, safe_extract
         from renderer.errors import InvalidTemplate
         from renderer.layers.lottie import check_template_lotties
         from renderer.loader import load_template
@@ -230,22 +230,26 @@ async def process_template_job(db: Database, storage: Storage, job_id: uuid.UUID
         if not zipfile.is_zipfile(zip_abs):
             raise InvalidTemplate("The upload is not a ZIP archive (template uploads must be .zip)")
 
-        doing = "extracting the archive"
-        await _set_stage(db, job_id, "extracting")
-        safe_extract(zip_abs, workdir)
-        extracted_bytes = _tree_size(workdir)
+        # The quota is reserved for what the central directory declares before a byte is
+        # written; extraction then counts the bytes it really writes against that
+        # reservation, entry by entry (an entry larger than declared is refused).
+        plan = inspect_archive(zip_abs)
         async with db.session() as s:
-            if not await reserve_storage(s, user_id, extracted_bytes):
+            if not await reserve_storage(s, user_id, plan.declared_bytes):
                 raise JobFailure(
                     "storage_quota_exceeded",
                     f"Storage quota exceeded: the extracted template needs "
-                    f"{extracted_bytes / 1e6:.1f} MB more than the account has left",
+                    f"{plan.declared_bytes / 1e6:.1f} MB more than the account has left",
                 )
             await s.execute(
                 sa.update(Template)
                 .where(Template.id == template_id)
-                .values(reserved_bytes=Template.reserved_bytes + extracted_bytes)
+                .values(reserved_bytes=Template.reserved_bytes + plan.declared_bytes)
             )
+        doing = "extracting the archive"
+        await _set_stage(db, job_id, "extracting")
+        safe_extract(zip_abs, workdir, budget_bytes=plan.declared_bytes)
+        extracted_bytes = _tree_size(workdir)
 
         doing = "analyzing data.json and its files"
         await _set_stage(db, job_id, "analyzing")
@@ -288,7 +292,9 @@ async def process_template_job(db: Database, storage: Storage, job_id: uuid.UUID
         if not isinstance(exc, (Exception, TimeLimitExceeded)):
             raise
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        from renderer.archive import remove_tree
+
+        remove_tree(workdir)
 
 
 # --- audio --------------------------------------------------------------------------------------

@@ -16,10 +16,14 @@ from jobs.models.base import ACTIVE_STATUSES, utcnow
 from jobs.models.library import AudioGroup
 from jobs.models.render import Campaign, CampaignAudioGroup, Render, TemplateInstance
 from jobs.store.render_base import RenderRefused, _bad
-from jobs.store.render_submission import _check_assets, _owned_template, lottie_text_layers
+from jobs.store.render_submission import (
+    _check_assets,
+    _owned_template,
+    lottie_text_layers,
+    stored_template_model,
+)
 from renderer.customize import validate_customizations
 from renderer.errors import InvalidCustomization
-from renderer.model import Template as TemplateModel
 
 
 def _not_found(what: str, ident: uuid.UUID) -> RenderRefused:
@@ -113,8 +117,7 @@ async def create_template_instance(
     """
     campaign = await get_campaign(session, user_id, campaign_id)
     template = await _owned_template(session, user_id, template_id, "")
-    assert template.definition is not None
-    model = TemplateModel.model_validate(template.definition)
+    model = stored_template_model(template, "")
     try:
         entries = validate_customizations(
             model, customization_map, lottie_text_layers=lottie_text_layers(template)

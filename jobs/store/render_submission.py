@@ -29,6 +29,7 @@ from jobs.store.render_base import (
 from renderer.customize import asset_kind_for_layer, validate_customizations
 from renderer.encoder_config import EncoderConfig, resolve_frame_range
 from renderer.errors import InvalidCustomization, InvalidEncoderConfig, InvalidFrameRange
+from renderer.model import LayerTooLarge, check_layer_sizes
 from renderer.model import Template as TemplateModel
 
 MAX_BATCH = 100
@@ -78,6 +79,29 @@ def estimate(
     bitrate = config.effective_bitrate(width, height, fps)
     nbytes = math.ceil(float(seconds) * (bitrate + _AUDIO_BITRATE) / 8) + _CONTAINER_OVERHEAD
     return frames, max(MIN_ESTIMATE_MS, int(ms)), nbytes
+
+
+def stored_template_model(template: Template, label: str) -> TemplateModel:
+    """The validated model of a completed template's stored definition.
+
+    Raises:
+        RenderRefused: ``bad_request`` / ``invalid_template`` when the definition no longer
+            passes validation (stored before a limit was introduced), naming the problem.
+    """
+    from pydantic import ValidationError
+
+    from renderer.loader import format_validation_error
+
+    assert template.definition is not None
+    try:
+        return TemplateModel.model_validate(template.definition)
+    except ValidationError as err:
+        problem = format_validation_error(err, template.definition)
+        raise _bad(
+            f"{label}template {template.id} no longer passes validation ({problem}); "
+            "fix it and upload it again",
+            "invalid_template",
+        ) from None
 
 
 async def _owned_template(
@@ -191,8 +215,7 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
     else:
         assert spec.template_id is not None
         template = await _owned_template(session, user.id, spec.template_id, label)
-    assert template.definition is not None
-    model = TemplateModel.model_validate(template.definition)
+    model = stored_template_model(template, label)
 
     # Instance defaults first: later entries win when the renderer applies them.
     raw_entries = [*defaults, *spec.customization_map]
@@ -221,7 +244,11 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
         config = EncoderConfig.parse(spec.encoder_config)
         width, height = config.output_size(model.width, model.height)
         config.validate_combination(width, height, config.output_fps(model.fps_fraction))
+        # A larger res scales every layer's box: the same ceilings as at upload, at this size.
+        check_layer_sizes(model, width, height)
         f_start, f_end = resolve_frame_range(spec.f_start, spec.f_end, model.frames)
+    except LayerTooLarge as err:
+        raise _bad(f"{label}encoderConfig.res: {err}", "invalid_encoder_config") from None
     except InvalidEncoderConfig as err:
         raise _bad(f"{label}{err}", "invalid_encoder_config") from None
     except InvalidFrameRange as err:

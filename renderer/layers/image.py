@@ -12,13 +12,14 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageSequence, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from renderer import orientation as orient
 from renderer.errors import UnsupportedMedia
 from renderer.layers.base import Rgba, SourceContext
 from renderer.layers.fit import plan_fit, round_corners
 from renderer.model import ImageLayer, Layer
+from renderer.probe import check_animation_size
 
 # Browsers treat GIF delays of 0-10 ms as 100 ms (such files were authored for that), and so
 # do we, so an animation plays at the speed its author saw.
@@ -79,8 +80,11 @@ def _fit_premultiplied(  # noqa: PLR0917 - the picture, its box and fit, and its
 
 
 class ImageSource:
-    """An image fitted into its box. Animated GIFs hold all frames (fitted once) and pick one
-    by layer time, looping over the total duration."""
+    """An image fitted into its box. A still image is fitted once. An animated GIF is
+    streamed: only the durations are read up front, and the frame a time needs is decoded
+    at its source size and fitted when asked for, so memory holds one source frame and one
+    fitted frame whatever the frame count (playing forward, as renders do, each GIF frame is
+    decoded once per loop)."""
 
     def __init__(
         self,
@@ -97,50 +101,95 @@ class ImageSource:
         rounded corners in output pixels; ``scale`` output/template (for fit ``none``).
 
         Raises:
-            UnsupportedMedia: the file cannot be decoded as an image.
+            UnsupportedMedia: the file cannot be decoded as an image, or an animation has
+                more than ``MAX_ANIMATION_PIXELS`` pixels in all its frames.
         """
-        self._frames: list[Rgba] = []
+        self._path = path
+        self._box = (box_w, box_h)
+        self._fit = fit
+        self._radius = radius
+        self._scale = scale
+        self._layer_id = layer_id
+        self._img: Image.Image | None = None
+        self._orientation = orient.UPRIGHT
         self._ends_s: list[float] = []
+        self._cached: tuple[int, Rgba] | None = None
         try:
-            with Image.open(path) as img:
+            img = Image.open(path)
+            try:
                 # The first frame's tag holds for all: an animation turns as one picture.
-                orientation = orient.exif_orientation(img)
+                self._orientation = orient.exif_orientation(img)
+                frames = int(getattr(img, "n_frames", 1))
+                if frames > 1:
+                    check_animation_size(img.width, img.height, frames, path.name)
                 total_ms = 0
-                for frame in ImageSequence.Iterator(img):
-                    delay = frame.info.get("duration", 0) if img.format == "GIF" else 0
+                for index in range(frames):
+                    img.seek(index)
+                    delay = img.info.get("duration", 0) if img.format == "GIF" else 0
                     if img.format == "GIF" and delay < _MIN_GIF_DELAY_MS:
                         delay = _DEFAULT_GIF_DELAY_MS
-                    self._frames.append(
-                        _fit_premultiplied(frame, (box_w, box_h), fit, scale, radius, orientation)
-                    )
                     total_ms += int(delay)
                     self._ends_s.append(total_ms / 1000.0)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
+                self._img = img
+                first = self._fitted(0)
+            except BaseException:
+                img.close()
+                self._img = None
+                raise
+        except UnsupportedMedia as exc:
+            raise UnsupportedMedia(f"layer '{layer_id}': {exc}") from exc
+        except (OSError, UnidentifiedImageError, ValueError, EOFError) as exc:
             raise UnsupportedMedia(
                 f"layer '{layer_id}': cannot decode image {path.name}: {exc}"
             ) from exc
-        if not self._frames:
+        if not self._ends_s:
             raise UnsupportedMedia(f"layer '{layer_id}': image {path.name} has no frames")
-        self.height, self.width = self._frames[0].shape[:2]
-        self.static = len(self._frames) == 1 or self._ends_s[-1] <= 0
+        self.height, self.width = first.shape[:2]
+        self.static = len(self._ends_s) == 1 or self._ends_s[-1] <= 0
+        if self.static:
+            # Nothing more will be decoded: keep the fitted frame, not the file.
+            self._img.close()
+            self._img = None
+
+    def _fitted(self, index: int) -> Rgba:
+        if self._cached is not None and self._cached[0] == index:
+            return self._cached[1]
+        if self._img is None:
+            assert self._cached is not None
+            return self._cached[1]
+        # Pillow replays a GIF from its start when asked for an earlier frame.
+        self._img.seek(index)
+        arr = _fit_premultiplied(
+            self._img, self._box, self._fit, self._scale, self._radius, self._orientation
+        )
+        self._cached = (index, arr)
+        return arr
 
     @property
     def frame_count(self) -> int:
-        return len(self._frames)
+        return len(self._ends_s)
 
     def frame(self, t_s: float) -> Rgba | None:
         if self.static:
-            return self._frames[0]
+            return self._fitted(0)
         total = self._ends_s[-1]
         t = math.fmod(max(0.0, t_s), total)
         if total - t < _EPS_S:
             t = 0.0
         # The frame shown at t is the first whose end lies after t.
         index = bisect.bisect_right(self._ends_s, t + _EPS_S)
-        return self._frames[min(index, len(self._frames) - 1)]
+        try:
+            return self._fitted(min(index, len(self._ends_s) - 1))
+        except (OSError, ValueError, EOFError) as exc:
+            raise UnsupportedMedia(
+                f"layer '{self._layer_id}': cannot decode image {self._path.name}: {exc}"
+            ) from exc
 
     def close(self) -> None:
-        self._frames = []
+        if self._img is not None:
+            self._img.close()
+            self._img = None
+        self._cached = None
 
 
 def open_image(layer: Layer, ctx: SourceContext) -> ImageSource:

@@ -170,7 +170,12 @@ class VideoSource:
 
     def _restart(self, target_s: float) -> None:
         offset = int((target_s + self._start_s) / self._time_base)
-        self._container.seek(max(0, offset), stream=self._stream, backward=True)
+        try:
+            self._container.seek(max(0, offset), stream=self._stream, backward=True)
+        except av.error.FFmpegError as exc:
+            raise UnsupportedMedia(
+                f"layer '{self._layer_id}': cannot seek in {self._path.name}: {exc}"
+            ) from exc
         self._frames = self._container.decode(self._stream)
         self._cur, self._cur_t, self._next, self._eof = None, -math.inf, None, False
 
