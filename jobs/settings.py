@@ -47,8 +47,10 @@ class Settings(BaseSettings):
     # Renders longer than this many output frames are split into chunks rendered in
     # parallel and joined without re-encoding; 0 renders everything in one piece.
     chunk_frames: int = Field(default=900, ge=0)
+    # HMAC key of signed download links; unset: a random one kept in the storage dir.
+    signing_secret: str | None = Field(default=None, min_length=16)
 
-    @field_validator("broker_url", "admin_key", mode="before")
+    @field_validator("broker_url", "admin_key", "signing_secret", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         # An empty VELOCITY_BROKER_URL= line in .env means "not set", not "connect to ''".
