@@ -84,14 +84,18 @@ export function templateView(main, templateId, { refreshGauges }) {
 
     let previewTimer = 0;
     let previewSeq = 0;
+    // frameBox.dataset.state: scheduled -> busy -> idle, so tests and people can tell when
+    // the image shows the current values.
     function schedulePreview(ms = 350) {
       clearTimeout(previewTimer);
+      frameBox.dataset.state = "scheduled";
       previewTimer = setTimeout(preview, ms);
     }
     async function preview() {
       clearTimeout(previewTimer);
       const seq = ++previewSeq;
       const frame = Number(scrub.value);
+      frameBox.dataset.state = "busy";
       busy.hidden = false;
       try {
         const res = await request("POST", `/template/${templateId}/preview`, {
@@ -112,7 +116,10 @@ export function templateView(main, templateId, { refreshGauges }) {
         previewError.textContent = err.message;
         previewError.hidden = false;
       } finally {
-        if (seq === previewSeq) busy.hidden = true;
+        if (seq === previewSeq) {
+          busy.hidden = true;
+          frameBox.dataset.state = "idle";
+        }
       }
     }
 
@@ -130,11 +137,13 @@ export function templateView(main, templateId, { refreshGauges }) {
           fields.push(field("Text", input).wrap);
         } else if (prop === "color") {
           const initial = colorOnly(d.color);
+          // The picker has no alpha: keep the template's (#RRGGBBAA) on the new colour.
+          const alpha = /^#[0-9a-f]{8}$/i.test(d.color || "") ? d.color.slice(7) : "";
           const input = h("input", { type: "color", value: initial, "aria-label": `${layer.id} color` });
           const code = h("code", {}, d.color || initial);
           input.addEventListener("input", () => {
-            code.textContent = input.value;
-            change(layer.id, "color", input.value, input.value === initial);
+            code.textContent = input.value + alpha;
+            change(layer.id, "color", input.value + alpha, input.value === initial);
           });
           const id = `c-${layer.id}`.replace(/[^\w-]/g, "_");
           input.id = id;
