@@ -150,6 +150,8 @@ def test_console_walkthrough_in_chromium(browser: Any, artifacts: Path, tmp_path
         tmp_path / "demo", width=WIDTH, height=HEIGHT, fps=FPS, frames=FRAMES
     )
     zip_path = fx.zip_folder(folder, tmp_path / "console-demo.zip")
+    wav = tmp_path / "tone.wav"
+    fx.make_audio(wav, 0.5, freq=440.0, fmt="wav", volume=0.3)
     env = RenderEnv(tmp_path / "svc", tmp_path / "cache")
     _uid, key = env.user("browser")
     d = browser
@@ -235,7 +237,19 @@ def test_console_walkthrough_in_chromium(browser: Any, artifacts: Path, tmp_path
         assert settled_preview(d, seq) == with_color
         snap("personalised")
 
-        # 5. Render: the long-polled progress reaches 100 and a player appears.
+        # 5. An encoder setting the API refuses: its 400 detail appears beside the field.
+        d.find_element(By.CSS_SELECTOR, "details.encoder > summary").click()
+        by_name(d, "GOP (frames)").send_keys("4")
+        idr = by_name(d, "IDR interval (frames)")
+        idr.send_keys("6")
+        by_name(d, "Render").click()
+        wait(d, lambda d: idr.get_attribute("aria-invalid") == "true", 30, "IDR error")
+        error = d.find_element(By.ID, f"{idr.get_attribute('id')}-error")
+        assert "multiple" in error.text and "gop" in error.text, error.text
+        snap("encoder-error")
+        idr.clear()
+
+        # 6. Render: the long-polled progress reaches 100 and a player appears.
         by_name(d, "Render").click()
         progress = by_name(d, "Render progress")
         wait(d, lambda d: progress.get_attribute("value") == "100", 180, "render progress 100")
@@ -244,7 +258,7 @@ def test_console_walkthrough_in_chromium(browser: Any, artifacts: Path, tmp_path
         assert "/download?expires=" in src and "signature=" in src
         assert by_name(d, "Download").get_attribute("href") == src
 
-        # 6. The <video> loads its metadata through the signed URL and plays.
+        # 7. The <video> loads its metadata through the signed URL and plays.
         wait(
             d,
             lambda d: d.execute_script("return arguments[0].readyState", video) >= 1,
@@ -267,10 +281,34 @@ def test_console_walkthrough_in_chromium(browser: Any, artifacts: Path, tmp_path
         )
         snap("rendered")
 
-        # 7. The renders page lists it; the layout holds at phone width.
+        # 8. The renders page lists it.
         d.get(server.url + "/#/renders")
         wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, ".badge.completed"), 30, "history row")
         snap("renders")
+
+        # 9. Audio: create a group, upload a WAV into it, play it through its signed URL.
+        d.get(server.url + "/#/audio")
+        by_name(d, "Group name").send_keys("Music")
+        by_name(d, "Create group").click()
+        by_name(d, "Upload audio to Music").send_keys(str(wav))
+        by_name(d, "Play tone.wav", timeout=120).click()
+        player = wait(
+            d,
+            lambda d: d.find_element(By.CSS_SELECTOR, 'audio[aria-label="Audio tone.wav"]'),
+            30,
+            "audio player",
+        )
+        assert "signature=" in player.get_attribute("src")
+        wait(
+            d,
+            lambda d: d.execute_script("return arguments[0].readyState", player) >= 1,
+            30,
+            "audio",
+        )
+        assert abs(d.execute_script("return arguments[0].duration", player) - 0.5) < 0.1
+        snap("audio")
+
+        # 10. The layout holds at phone width.
         viewport(390, 844, mobile=True)
         d.get(server.url + "/#/templates")
         by_name(d, "Upload template")

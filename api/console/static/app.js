@@ -425,6 +425,7 @@ function audioView() {
     const [groups, active] = await Promise.all([get("/audio-asset-group"), get("/audio/active")]);
     const details = await Promise.all(groups.map((g) => get(`/audio-asset-group/${g.id}`)));
     const sections = [];
+    let busy = active.length;
     for (const g of details) {
       const bar = progressBar(`Upload progress for ${g.name}`);
       const barBox = h("div", { class: "upload-progress", hidden: true }, bar);
@@ -434,7 +435,7 @@ function audioView() {
           await upload(`/audio-asset-group/${g.id}/audio`, file, {}, (f) => { bar.value = Math.round(f * 100); });
           toast(`${file.name} uploaded; processing…`);
           refreshGauges();
-          await refresh();
+          kick();
         } catch (err) {
           barBox.hidden = true;
           toast(`Upload failed: ${err.message}`, true);
@@ -451,7 +452,10 @@ function audioView() {
           h("td", { class: "name-cell" }, a.name),
           h("td", {}, badge(a.status === "completed" ? "ready" : a.status)),
           h("td", { class: "hint" }, `${a.originalFormat.toUpperCase()} · ${a.durationSeconds ? a.durationSeconds.toFixed(1) + " s" : "–"} · ${fmtBytes(a.sizeBytes)}`),
-          h("td", { class: "actions" }, await playButton(a), deleteButton(`Delete ${a.name}`, `/audio/${a.id}`, refresh))));
+          h("td", { class: "actions" },
+            a.status === "completed" ? await playButton(a) : null,
+            deleteButton(`Delete ${a.name}`, `/audio/${a.id}`, refresh))));
+        if (a.status !== "completed" && a.status !== "failed") busy += 1;
       }
       if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: 4, class: "empty" }, "No audio in this group yet.")));
       sections.push(h("div", { class: "group" },
@@ -462,7 +466,7 @@ function audioView() {
     }
     if (!sections.length) sections.push(h("p", { class: "empty" }, "No audio groups yet."));
     groupsBox.replaceChildren(...sections);
-    return active.length;
+    return busy;
   }
 
   main.replaceChildren(
@@ -477,14 +481,18 @@ function audioView() {
   let stopped = false;
   let timer = 0;
   const loop = async () => {
+    clearTimeout(timer);
     let busy = 0;
     try {
       busy = await refresh();
     } catch (err) {
       toast(err.message, true);
     }
-    if (!stopped && busy) timer = setTimeout(loop, 2000);
+    if (!stopped && busy) timer = setTimeout(loop, 1000);
   };
+  function kick() {
+    loop();
+  }
   loop();
   return () => {
     stopped = true;
