@@ -198,9 +198,8 @@ async def audio_status(audio_id: uuid.UUID, user: UserDep, session: SessionDep) 
     return AudioJobDto.of(*found)
 
 
-@router.api_route(
+@router.get(
     "/audio/{audio_id}/download",
-    methods=["GET", "HEAD"],
     summary="Download the original audio",
     responses={
         200: {

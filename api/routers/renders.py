@@ -278,9 +278,8 @@ async def delete_render(
 _UNSAFE = re.compile(r"[^\w.\- ]+")
 
 
-@router.api_route(
+@router.get(
     "/{render_id}/download",
-    methods=["GET", "HEAD"],
     summary="Download the rendered MP4 (byte ranges supported)",
     responses={
         200: {"content": {"video/mp4": {}}},

@@ -172,9 +172,8 @@ async def template_detail(
     )
 
 
-@router.api_route(
+@router.get(
     "/{template_id}/download",
-    methods=["GET", "HEAD"],
     summary="Download the original ZIP",
     responses={
         200: {"content": {"application/zip": {}}, "description": "The ZIP (206 for a range)"},
