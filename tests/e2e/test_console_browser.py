@@ -317,3 +317,10 @@ def test_console_walkthrough_in_chromium(browser: Any, artifacts: Path, tmp_path
         )
         assert overflow <= 0, f"page scrolls sideways by {overflow}px at phone width"
         snap("phone-templates")
+        by_name(d, "Open Velocity demo").click()
+        settled_preview(d, "")
+        overflow = d.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"template page scrolls sideways by {overflow}px at phone width"
+        snap("phone-template")

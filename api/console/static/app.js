@@ -234,6 +234,7 @@ function templatesView() {
         const f = failed.find((r) => r.templateId === id);
         if (t) toast(`${t.name} is ready`);
         if (f) toast(`${f.templateName} failed: ${f.reason}`, true);
+        if (!pending.size) progressBox.hidden = true;
         refreshGauges();
       }
     }

@@ -174,7 +174,7 @@ export function templateView(main, templateId, { refreshGauges }) {
               state.textContent = err.message;
               toast(`${file.name}: ${err.message}`, true);
             }
-          }, "secondary small");
+          }, "secondary small", `Replace ${kind}…`);
           fields.push(h("div", { class: "field" }, h("label", {}, kind === "video" ? "Video" : "Image"),
             h("div", { class: "row" }, picker, state)));
         } else if (prop === "lottieText") {

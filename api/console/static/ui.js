@@ -68,14 +68,14 @@ export function toast(message, error = false) {
 }
 
 // A button-looking label around a file input; the input carries the accessible name.
-export function fileButton(label, accept, onFile, cls = "") {
+export function fileButton(label, accept, onFile, cls = "", text = label) {
   const input = h("input", { type: "file", accept, "aria-label": label });
   input.addEventListener("change", () => {
     const file = input.files[0];
     if (file) onFile(file);
     input.value = "";
   });
-  return h("label", { class: `button file-button ${cls}` }, h("span", { "aria-hidden": "true" }, label), input);
+  return h("label", { class: `button file-button ${cls}` }, h("span", { "aria-hidden": "true" }, text), input);
 }
 
 // A labelled form control with an error slot: { wrap, input, error(msg) }.
