@@ -13,8 +13,20 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-# Revalidate on each load so an upgraded server never runs a stale script.
-_NO_CACHE = {"Cache-Control": "no-cache"}
+# Revalidate on each load so an upgraded server never runs a stale script. The policy allows
+# only this origin's scripts and API (previews and media arrive as blob: or same-origin URLs)
+# and no framing, so injected markup could neither run nor be clickjacked.
+_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; connect-src 'self' blob:; "
+        "img-src 'self' blob: data:; media-src 'self' blob:; "
+        "style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def install_console(app: FastAPI) -> None:
@@ -22,6 +34,6 @@ def install_console(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     async def console_index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=_NO_CACHE)
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=_HEADERS)
 
     app.mount("/console", StaticFiles(directory=STATIC_DIR), name="console")

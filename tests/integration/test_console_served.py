@@ -20,6 +20,8 @@ async def test_index_and_assets_are_served(embedded: Embedded) -> None:
     index = await c.get("/")
     assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
     assert index.headers["cache-control"] == "no-cache"
+    policy = index.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy
     # Relative asset URLs (so the console also works under a proxy's path prefix).
     assets = re.findall(r'(?:src|href)="(console/[^"]+)"', index.text)
     assert {"console/app.js", "console/style.css"} <= set(assets)

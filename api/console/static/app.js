@@ -107,16 +107,21 @@ function setGauge(id, percent, text) {
 
 // ---------------------------------------------------------------- polling helper
 
-// Calls fn now and then every `ms` while the view lives; returns the stop function.
+// Calls fn now and then again while the view lives, after `ms` or after the number of
+// milliseconds fn returns (a slower pace when nothing is changing); returns the stop function.
 function every(ms, fn) {
   let stopped = false;
   let timer = 0;
   const tick = async () => {
     if (stopped) return;
+    let next = ms;
     try {
-      await fn();
+      const wanted = await fn();
+      if (typeof wanted === "number") next = wanted;
+    } catch (err) {
+      if (err.status !== 401) toast(err.message, true);
     } finally {
-      if (!stopped) timer = setTimeout(tick, ms);
+      if (!stopped) timer = setTimeout(tick, next);
     }
   };
   tick();
@@ -238,6 +243,7 @@ function templatesView() {
         refreshGauges();
       }
     }
+    return active.length || pending.size ? 1500 : 10000;
   }
 
   main.replaceChildren(

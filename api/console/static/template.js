@@ -350,7 +350,7 @@ export function templateView(main, templateId, { refreshGauges }) {
         status.replaceChildren(badge(job.status), ` ${job.framesDone} / ${job.framesTotal} frames`);
         if (["completed", "failed", "cancelled"].includes(job.status)) break;
       }
-      if (!job) return;
+      if (!job || abort.signal.aborted) return;
       cancel.remove();
       refreshGauges();
       if (job.status === "completed") {
