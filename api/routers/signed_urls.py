@@ -19,7 +19,7 @@ from jobs.models import JobStatus
 from jobs.store import library, render_queries
 from jobs.store.render_base import RenderRefused
 
-router = APIRouter(tags=["signed URLs"], responses=error_responses(401, 404))
+router = APIRouter(tags=["signed URLs"], responses=error_responses(400, 401, 404, "default"))
 
 _TTL = Query(ge=1, le=MAX_TTL_S, description="Seconds the link stays valid (default one hour)")
 
