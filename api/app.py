@@ -151,6 +151,7 @@ def create_app(
         campaigns,
         health,
         renders,
+        signed_urls,
         templates,
     )
 
@@ -205,8 +206,14 @@ def create_app(
         admin,
         renders,
         campaigns,
+        signed_urls,
     ):
         app.include_router(module.router)
+    from api.console import install_console
+    from api.signing import load_signing_secret
+
+    app.state.signing_secret = load_signing_secret(settings)
+    install_console(app)
 
     cache: dict[str, frozenset[str]] = {}
 

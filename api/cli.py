@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -64,26 +65,68 @@ async def _create_user(db: Any, name: str, storage_mb: int, budget_ms: int) -> t
     return user, key.key
 
 
-def _print_demo_banner(settings: Settings, key: str) -> None:
-    base = f"http://{settings.host}:{settings.port}"
-    print(
-        f"""
-Created user '{DEMO_USER}'. Its API key (shown once):
+DEMO_KEY_FILE = "demo-api-key"
 
-    {key}
 
-Try it:
-    curl {base}/health
-    curl -H "X-API-Key: {key}" -F "file=@template.zip" {base}/template/upload
-    curl -H "X-API-Key: {key}" {base}/template/<templateId>/status
-API docs: {base}/docs
-""",
-        flush=True,
-    )
+def _remember_demo_key(settings: Settings, key: str) -> None:
+    # The embedded demo keeps its key (mode 0600, beside the data it opens) so every later
+    # `make run` can print it again; production users get keys from `velocity key create`.
+    path = settings.storage_dir / DEMO_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+
+
+def _remembered_demo_key(settings: Settings) -> str | None:
+    """The demo key kept by an earlier start, if it still authenticates."""
+    from api.auth import authenticate
+
+    path = settings.storage_dir / DEMO_KEY_FILE
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+    async def check(db: Any) -> bool:
+        async with db.session() as s:
+            return await authenticate(s, key) is not None
+
+    return key if key and _with_db(settings, check) else None
+
+
+def _start_banner(base: str, key: str | None, created: bool) -> str:
+    """What `velocity serve` prints once it listens; the console URL and key come last."""
+    lines = ["", "Velocity is ready."]
+    if created:
+        lines.append(f"Created user '{DEMO_USER}' with the API key below.")
+    shown = key or "<your key>"
+    lines += [
+        "",
+        "Try the API:",
+        f"    curl {base}/health",
+        f'    curl -H "X-API-Key: {shown}" -F "file=@template.zip" {base}/template/upload',
+        f"API docs: {base}/docs",
+        "",
+        f"Console: {base}/",
+    ]
+    if key:
+        lines.append(f"API key: {key}")
+    else:
+        lines.append(f"API key: make one with `velocity key create {DEMO_USER}` (or user create)")
+    return "\n".join(lines) + "\n"
+
+
+def _public_base(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the API (and, embedded, the workers) with uvicorn."""
+    """Run the API (and, embedded, the workers) with uvicorn; once it listens, print where
+    the console is and the key to sign in with, last."""
     import uvicorn
 
     from api.app import create_app
@@ -109,12 +152,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return key
 
+    key: str | None = None
+    created = False
     if settings.embedded:
         key = _with_db(settings, ensure_demo)
+        created = key is not None
         if key:
-            _print_demo_banner(settings, key)
+            _remember_demo_key(settings, key)
+        else:
+            key = _remembered_demo_key(settings)
     app = create_app(settings, run_worker=run_worker, recover=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                port = settings.port
+                for server in self.servers:
+                    for sock in server.sockets:
+                        port = sock.getsockname()[1]
+                banner = _start_banner(_public_base(settings.host, port), key, created)
+                print(banner, flush=True)
+
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+    Server(config).run()
     return 0
 
 

@@ -62,8 +62,10 @@ class Settings(BaseSettings):
     # not counted in any account's quota. Default: <storage_dir>/segment-cache.
     segment_cache_mb: int = Field(default=4096, ge=0)
     segment_cache_dir: Path | None = None
+    # HMAC key of signed download links; unset: a random one kept in the storage dir.
+    signing_secret: str | None = Field(default=None, min_length=16)
 
-    @field_validator("broker_url", "admin_key", mode="before")
+    @field_validator("broker_url", "admin_key", "signing_secret", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         # An empty VELOCITY_BROKER_URL= line in .env means "not set", not "connect to ''".

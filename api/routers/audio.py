@@ -13,6 +13,7 @@ from api.downloads import file_response
 from api.errors import BadRequest, NotFound
 from api.schemas.common import MessageResponse, error_responses, history_statuses, upload_body
 from api.schemas.library import AudioDto, AudioJobDto, AudioListItem, AudioUploaded
+from api.signing import AudioDownloadUser
 from api.uploads import commit_and_remove, display_name, receive_upload, reserve_upload
 from jobs.actors import AUDIO_ACTOR
 from jobs.messages import enqueue
@@ -205,11 +206,15 @@ async def audio_status(audio_id: uuid.UUID, user: UserDep, session: SessionDep) 
             "content": {"audio/mpeg": {}, "audio/wav": {}, "audio/aac": {}},
             "description": "The file in its original format (206 for a range)",
         },
-        **error_responses(400, 404, 416),
+        **error_responses(400, 403, 404, 416),
     },
 )
 async def download_audio(
-    audio_id: uuid.UUID, request: Request, user: UserDep, session: SessionDep, storage: StorageDep
+    audio_id: uuid.UUID,
+    request: Request,
+    user: AudioDownloadUser,
+    session: SessionDep,
+    storage: StorageDep,
 ) -> Response:
     """The uploaded file with its original format's content type; ranges supported."""
     audio = await _owned(session, user.id, audio_id)

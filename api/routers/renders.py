@@ -36,6 +36,7 @@ from api.schemas.renders import (
     RenderRequest,
     RenderTimeBudgetStatus,
 )
+from api.signing import RenderDownloadUser
 from jobs import budget
 from jobs.models.base import JobStatus
 from jobs.models.render import Render
@@ -283,7 +284,7 @@ _UNSAFE = re.compile(r"[^\w.\- ]+")
     responses={
         200: {"content": {"video/mp4": {}}},
         206: {"description": "Partial content"},
-        **error_responses(404, 416),
+        **error_responses(403, 404, 416),
     },
     response_class=Response,
 )
@@ -292,9 +293,10 @@ async def download_render(
     request: Request,
     session: SessionDep,
     storage: StorageDep,
-    user: UserDep,
+    user: RenderDownloadUser,
 ) -> Response:
-    """Streams the video; honours ``Range``, ``If-Range`` and ``If-None-Match``."""
+    """Streams the video; honours ``Range``, ``If-Range`` and ``If-None-Match``. Authorised
+    by ``X-API-Key`` or by a signed link (``POST /render/{id}/signed-url``)."""
     render = await _get(session, user, render_id)
     if render.status != JobStatus.Completed or not render.output_path:
         raise NotFound(

@@ -28,6 +28,7 @@ from api.schemas.library import (
     TemplateJobDto,
     TemplateUploaded,
 )
+from api.signing import TemplateDownloadUser
 from api.uploads import commit_and_remove, display_name, receive_upload, reserve_upload
 from jobs.actors import TEMPLATE_ACTOR
 from jobs.messages import enqueue
@@ -176,13 +177,13 @@ async def template_detail(
     summary="Download the original ZIP",
     responses={
         200: {"content": {"application/zip": {}}, "description": "The ZIP (206 for a range)"},
-        **error_responses(400, 404, 416),
+        **error_responses(400, 403, 404, 416),
     },
 )
 async def download_template(
     template_id: uuid.UUID,
     request: Request,
-    user: UserDep,
+    user: TemplateDownloadUser,
     session: SessionDep,
     storage: StorageDep,
 ) -> Response:
