@@ -54,3 +54,14 @@ class RenderCancelled(RendererError):
     """``should_cancel`` answered True; partial output has been removed."""
 
     code = "cancelled"
+
+
+class OutputTooLarge(RendererError):
+    """The output passed the size limit the caller set (``max_output_bytes``); nothing is
+    left at the output path."""
+
+    code = "output_too_large"
+
+    def __init__(self, message: str, *, limit: int, written: int) -> None:
+        super().__init__(message)
+        self.limit, self.written = limit, written
