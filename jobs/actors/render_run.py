@@ -2,8 +2,8 @@
 the join of a long render's chunks.
 
 An attempt holds a lease on its row. Its work runs on a helper thread while this thread's
-event loop heartbeats every ``tick`` (extends the lease every lease/3, records progress,
-charges the render time used so far, and reads the status: a stop request or a lost lease
+event loop heartbeats every ``tick`` (records progress, charges the render time used so
+far, extends the lease every lease/3, and reads the status: a stop request or a lost lease
 makes ``should_cancel`` answer True between frames).
 
 Limits are enforced by the work itself, not only by the heartbeat: before it starts, the
@@ -42,8 +42,8 @@ BUDGET_REASON = "Insufficient render time budget"
 INTERNAL_REASON = "Internal error while rendering; the operator can find details in the logs"
 TIME_LIMIT_REASON = "The render exceeded the worker's time limit"
 QUOTA_CODE = "storage_quota_exceeded"
-# Progress and stop requests are checked this often (seconds); the lease is renewed and
-# time charged every lease_seconds / 3.
+# Progress, stop requests and the time used are checked and charged this often (seconds);
+# the lease is renewed every lease_seconds / 3.
 MAX_TICK_S = 0.5
 
 T = TypeVar("T")
@@ -184,8 +184,8 @@ class Attempt:
         return None
 
     async def heartbeat_loop(self, task: asyncio.Future[Any]) -> None:
-        """Until ``task`` ends: record progress, renew the lease and charge time every
-        lease/3, and turn a stop request, a lost lease or an exhausted budget into flags
+        """Until ``task`` ends: record progress and charge time every tick, renew the lease
+        every lease/3, and turn a stop request, a lost lease or an exhausted budget into flags
         the work polls between frames."""
         lease = float(self.settings.lease_seconds)
         renew_every = lease / 3

@@ -296,6 +296,9 @@ async def _split(run: _Run, inputs: _Inputs) -> bool:
         return False
     planned = [(a, b, _output_frames(inputs, loaded, (a, b))) for a, b in ranges]
     async with run.db.session() as s:
+        # Planning loaded the template: that set-up time is the render's too (charged
+        # before any chunk exists to charge it concurrently).
+        await run.charge(s)
         chunks = await chunk_store.start_chunks(s, run.render, run.owner, planned)
     if chunks is None:
         await run.end(JobStatus.Cancelled, "Cancelled", None)
