@@ -60,6 +60,8 @@ _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1:
 # Hosts made of digits, dots and hex only: IPv4 in one of the forms inet_aton and
 # getaddrinfo accept (127.1, 2130706433, 0x7f000001, 0177.0.0.1).
 _NUMERIC_HOST = re.compile(r"[0-9a-fx.]+")
+# Addresses of one name tried in turn when a connection is refused.
+_MAX_ADDRESSES = 4
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -230,7 +232,7 @@ def post_signed(
         WebhookDeliveryError: the receiver was unreachable, timed out or answered non-2xx.
     """
     parsed, host, _port = _parse(url)
-    address = check_target(url, allow_private=allow_private, resolver=resolver)[0]
+    addresses = check_target(url, allow_private=allow_private, resolver=resolver)
     headers = {
         "Content-Type": "application/json",
         SIGNATURE_HEADER: sign(secret, body),
@@ -241,17 +243,28 @@ def post_signed(
     extensions: dict[str, Any] = {}
     if parsed.scheme == "https":
         extensions["sni_hostname"] = host.rstrip(".")
-    pinned = parsed.copy_with(host=address)
-    try:
-        with (
-            httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False) as client,
-            client.stream(
-                "POST", pinned, content=body, headers=headers, extensions=extensions
-            ) as response,
-        ):
-            status = response.status_code
-    except httpx.HTTPError as exc:
-        raise WebhookDeliveryError(f"webhook {url} unreachable: {type(exc).__name__}") from exc
+    status = 0
+    with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False) as client:
+        # Each checked address in turn (a name may resolve to IPv6 and IPv4), until one
+        # accepts the connection.
+        for index, address in enumerate(addresses[:_MAX_ADDRESSES]):
+            pinned = parsed.copy_with(host=address)
+            try:
+                with client.stream(
+                    "POST", pinned, content=body, headers=headers, extensions=extensions
+                ) as response:
+                    status = response.status_code
+                break
+            except httpx.ConnectError as exc:
+                if index + 1 < min(len(addresses), _MAX_ADDRESSES):
+                    continue
+                raise WebhookDeliveryError(
+                    f"webhook {url} unreachable: {type(exc).__name__}"
+                ) from exc
+            except httpx.HTTPError as exc:
+                raise WebhookDeliveryError(
+                    f"webhook {url} unreachable: {type(exc).__name__}"
+                ) from exc
     if not 200 <= status < 300:
         raise WebhookDeliveryError(f"webhook {url} answered {status}")
     return status

@@ -181,3 +181,19 @@ def test_delivery_does_not_follow_redirects() -> None:
                 rec.url, b"{}", "s", event="render.completed", timeout_s=5, allow_private=True
             )
         assert len(rec.requests) == 1
+
+
+def test_delivery_tries_the_next_checked_address_when_one_refuses() -> None:
+    with receiver() as rec:
+        # Nothing listens on the receiver's port on ::1 (it binds 127.0.0.1 only).
+        url = f"http://hooks.example.com:{_port(rec)}/hook"
+        status = post_signed(
+            url,
+            b"{}",
+            "s",
+            event="render.completed",
+            timeout_s=5,
+            allow_private=True,
+            resolver=resolves_to("::1", "127.0.0.1"),
+        )
+        assert status == 200 and len(rec.requests) == 1
