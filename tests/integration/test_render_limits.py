@@ -67,10 +67,14 @@ def chunked_env(tmp_path: Path, template_cache: Path) -> Iterator[tuple[RenderEn
         yield e, client
 
 
-@pytest.fixture
-def idle_env(tmp_path: Path, template_cache: Path) -> Iterator[tuple[RenderEnv, Any]]:
-    """No worker threads: the test runs the worker's job function itself."""
-    e = RenderEnv(tmp_path, template_cache, chunk_frames=0, worker=False)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def idle_env(
+    request: pytest.FixtureRequest, tmp_path: Path, template_cache: Path
+) -> Iterator[tuple[RenderEnv, Any]]:
+    """No worker threads: the test runs the worker's job function itself, on SQLite and on
+    a real PostgreSQL server."""
+    url = None if request.param == "sqlite" else str(request.getfixturevalue("pg_database"))
+    e = RenderEnv(tmp_path, template_cache, chunk_frames=0, worker=False, database_url=url)
     with LiveServer(e.app) as server, client_for(server.url) as client:
         yield e, client
 
@@ -145,6 +149,20 @@ def test_chunked_render_over_the_quota_fails_and_books_nothing(
     assert response.status_code == 200, response.text
     rid = response.json()["renderId"]
     status = wait_for(c, rid, key, {"completed", "failed", "cancelled"})
+    _assert_quota_refusal(e, uid, status)
+
+
+def test_quota_holds_on_both_databases(idle_env: tuple[RenderEnv, Any]) -> None:
+    """The worker's job function itself, so the same path runs on PostgreSQL."""
+    e, c = idle_env
+    uid, key = e.user("lossless-pg")
+    _set_quota(e.db, uid, SMALL_QUOTA)
+    tid = e.template(uid)
+    response = c.post("/render", json=render_body(tid, encoderConfig=QP0), headers=_h(key))
+    assert response.status_code == 200, response.text
+    rid = response.json()["renderId"]
+    run(_render_job(e.db, e.settings, e.storage, uuid.UUID(rid)))
+    status = wait_for(c, rid, key, {"completed", "failed", "cancelled"}, limit_s=10)
     _assert_quota_refusal(e, uid, status)
 
 
