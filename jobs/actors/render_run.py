@@ -231,10 +231,18 @@ class Attempt:
         """
         control = self.control
         async with self.db.session() as s:
-            exhausted = await self.charge_and_limit(s)
+            # Renew the lease too: set-up may have taken a good part of it, and the first
+            # heartbeat renews only lease/3 from now.
+            beat = await self.beat(s, float(self.settings.lease_seconds), None)
+            exhausted = beat.owned and await self.charge_and_limit(s)
+        if not beat.owned:
+            log.warning("%s: lease lost before rendering; another worker owns it now", self.label)
+            return None
         if exhausted:
             await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
             return None
+        if beat.status != JobStatus.Processing:
+            control.cancel_requested = True
         task = asyncio.get_running_loop().run_in_executor(None, work, *args)
         try:
             await self.heartbeat_loop(task)
