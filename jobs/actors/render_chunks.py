@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -107,10 +108,16 @@ class _ChunkRun(Attempt):
     """One attempt at one chunk by this worker thread: heartbeats its own lease, charges the
     render, and stops when the render is no longer processing."""
 
-    def __init__(
-        self, db: Database, settings: Settings, storage: Storage, chunk: RenderChunk, owner: str
+    def __init__(  # noqa: PLR0917
+        self,
+        db: Database,
+        settings: Settings,
+        storage: Storage,
+        chunk: RenderChunk,
+        owner: str,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(db, settings, storage, owner, chunk_output(storage, chunk))
+        super().__init__(db, settings, storage, owner, chunk_output(storage, chunk), clock)
         self.chunk = chunk
         self.label = f"chunk {chunk.index} of render {chunk.render_id}"
 
@@ -212,7 +219,11 @@ class _ChunkRun(Attempt):
 
 
 async def _chunk_job(
-    db: Database, settings: Settings, storage: Storage, chunk_id: uuid.UUID
+    db: Database,
+    settings: Settings,
+    storage: Storage,
+    chunk_id: uuid.UUID,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     owner = _owner_token()
     async with db.session() as s:
@@ -220,7 +231,7 @@ async def _chunk_job(
     if chunk is None:
         log.info("chunk %s is not pending or its render stopped; dropping the message", chunk_id)
         return
-    await _ChunkRun(db, settings, storage, chunk, owner).run()
+    await _ChunkRun(db, settings, storage, chunk, owner, clock).run()
 
 
 @dramatiq.actor(

@@ -21,10 +21,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from jobs.actors.render_chunks import _chunk_job, _finalize_job
 from jobs.actors.render_run import BUDGET_REASON
 from jobs.actors.renders import _render_job
 from jobs.db import Database
 from jobs.models import User
+from jobs.models.render import RenderChunk
 from tests.integration.test_render_support import (
     LiveServer,
     RenderEnv,
@@ -246,3 +248,54 @@ def test_render_within_its_budget_is_charged_what_it_used(
     user = run(user_row(e.db, uid))
     assert 0 < row.render_time_ms < 60_000
     assert user.render_used_ms == row.render_time_ms and user.render_reserved_ms == 0
+
+
+@pytest.fixture
+def idle_chunked_env(tmp_path: Path, template_cache: Path) -> Iterator[tuple[RenderEnv, Any]]:
+    """Chunks of 45 frames and no worker threads: the test runs every job itself."""
+    e = RenderEnv(tmp_path, template_cache, chunk_frames=45, worker=False)
+    with LiveServer(e.app) as server, client_for(server.url) as client:
+        yield e, client
+
+
+def _chunk_ids(db: Database, render_id: str) -> list[uuid.UUID]:
+    async def go() -> list[uuid.UUID]:
+        async with db.session() as s:
+            rows = await s.scalars(
+                sa.select(RenderChunk.id)
+                .where(RenderChunk.render_id == uuid.UUID(render_id))
+                .order_by(RenderChunk.index)
+            )
+            return list(rows)
+
+    return run(go())  # type: ignore[no-any-return]
+
+
+def test_chunked_render_stops_when_its_budget_runs_out(
+    idle_chunked_env: tuple[RenderEnv, Any],
+) -> None:
+    e, c = idle_chunked_env
+    budget_ms = 3000
+    uid, key = e.user("chunk-thrift", budget_ms=budget_ms)
+    tid = e.template(uid, frames=90)
+    body = render_body(tid, encoderConfig={"bitrate": 200_000, "preset": 5, "gop": 15})
+    response = c.post("/render", json=body, headers=_h(key))
+    assert response.status_code == 200, response.text
+    rid = response.json()["renderId"]
+    clock = StepClock(0.1)
+    run(_render_job(e.db, e.settings, e.storage, uuid.UUID(rid), clock=clock))  # splits
+    chunk_ids = _chunk_ids(e.db, rid)
+    assert len(chunk_ids) == 2
+    for chunk_id in chunk_ids:  # one worker taking them in turn
+        run(_chunk_job(e.db, e.settings, e.storage, chunk_id, clock=clock))
+    run(_finalize_job(e.db, e.settings, e.storage, uuid.UUID(rid)))
+    status = wait_for(c, rid, key, {"completed", "failed", "cancelled"}, limit_s=10)
+    assert status["status"] == "failed" and status["reason"] == BUDGET_REASON, status
+    # Stopped inside the first chunk (about 30 reads in), not at its end (45 frames).
+    assert clock.reads < 45
+    row = run(render_row(e.db, rid))
+    user = run(user_row(e.db, uid))
+    assert row.render_time_ms == budget_ms == user.render_used_ms
+    assert user.render_reserved_ms == 0 and user.storage_reserved_bytes == 0
+    assert user.storage_used_bytes == 0
+    assert tmp_render_files(e.storage) == []
