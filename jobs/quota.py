@@ -62,6 +62,44 @@ async def settle_storage(
     )
 
 
+async def settle_within_quota(
+    session: AsyncSession, user_id: uuid.UUID, reserved: int, actual: int
+) -> bool:
+    """Like ``settle_storage``, but only when the account stays within its quota: the
+    output may grow past its reservation into the account's free space, never beyond it.
+
+    Returns:
+        True when settled; False when ``actual`` does not fit (nothing changed: the caller
+        releases the reservation and throws the output away).
+    """
+    reserved, actual = max(reserved, 0), max(actual, 0)
+    return await _update(
+        session,
+        sa.update(User)
+        .where(
+            User.id == user_id,
+            User.storage_used_bytes + User.storage_reserved_bytes - reserved + actual
+            <= User.storage_quota_bytes,
+        )
+        .values(
+            storage_reserved_bytes=_minus_floor(User.storage_reserved_bytes, reserved),
+            storage_used_bytes=User.storage_used_bytes + actual,
+        ),
+    )
+
+
+async def free_bytes(session: AsyncSession, user_id: uuid.UUID) -> int:
+    """What the account may still store: quota minus used and reserved (never negative)."""
+    row = (
+        await session.execute(
+            sa.select(
+                User.storage_quota_bytes, User.storage_used_bytes, User.storage_reserved_bytes
+            ).where(User.id == user_id)
+        )
+    ).one()
+    return max(0, int(row[0]) - int(row[1]) - int(row[2]))
+
+
 async def grow_reservation(session: AsyncSession, user_id: uuid.UUID, extra: int) -> bool:
     """Reserve ``extra`` more bytes within the quota (same check as ``reserve_storage``)."""
     return await reserve_storage(session, user_id, extra)

@@ -46,7 +46,10 @@ class Settings(BaseSettings):
     encoder: Literal["auto", "software", "nvenc"] = "auto"
     lease_seconds: int = Field(default=30, ge=2)
     max_upload_bytes: int = Field(default=2 * GIB, ge=1)
-    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # Let webhooks reach loopback, private and link-local addresses (receivers on a private
+    # network, tests); off, a webhook URL must resolve to public addresses only.
+    webhook_allow_private: bool = False
     # Renders longer than this many output frames are split into chunks rendered in
     # parallel and joined without re-encoding; 0 renders everything in one piece.
     chunk_frames: int = Field(default=900, ge=0)

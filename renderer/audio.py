@@ -9,7 +9,7 @@ look-ahead to place a fade-out before a source that runs out on its own.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from renderer.errors import UnsupportedMedia
+from renderer.errors import RenderCancelled, UnsupportedMedia
 from renderer.model import LoadedTemplate, VideoLayer
 
 SAMPLE_RATE = 48_000
@@ -128,7 +128,13 @@ def _has_audio(path: Path, label: str) -> bool:
         raise UnsupportedMedia(f"{label}: cannot be opened to read its sound: {exc}") from exc
 
 
-def mix_to_file(clips: list[AudioClip], start_s: float, duration_s: float, out: Path) -> bool:
+def mix_to_file(
+    clips: list[AudioClip],
+    start_s: float,
+    duration_s: float,
+    out: Path,
+    should_cancel: Callable[[], bool] | None = None,
+) -> bool:
     """Mix ``clips`` over the timeline window ``[start_s, start_s + duration_s)`` and encode
     it as AAC 48 kHz stereo into ``out`` (an ``.m4a``/MP4 file).
 
@@ -138,12 +144,14 @@ def mix_to_file(clips: list[AudioClip], start_s: float, duration_s: float, out: 
         duration_s: window length; the output holds exactly this many seconds of samples
             (rounded to a sample), padded with silence where no clip plays.
         out: the file to write (the caller owns it, also on errors).
+        should_cancel: polled between blocks of samples; True stops the mix.
 
     Returns:
         False, writing nothing, when no audible clip is given; True otherwise.
 
     Raises:
         UnsupportedMedia: a clip's file cannot be opened or decoded (named in the message).
+        RenderCancelled: ``should_cancel`` answered True.
     """
     audible = [c for c in clips if c.volume > 0]
     total = round(duration_s * SAMPLE_RATE)
@@ -159,6 +167,8 @@ def mix_to_file(clips: list[AudioClip], start_s: float, duration_s: float, out: 
             stream.layout = "stereo"
             time_base = Fraction(1, SAMPLE_RATE)
             for block_start in range(0, total, _BLOCK):
+                if should_cancel is not None and should_cancel():
+                    raise RenderCancelled("audio mix cancelled")
                 size = min(_BLOCK, total - block_start)
                 mix = np.zeros((CHANNELS, size), np.float32)
                 for clip_stream in streams:

@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -237,6 +237,7 @@ def mix_audio(
     encoder: EncoderConfig | None = None,
     frames: tuple[int, int] | None = None,
     extra_audio: Path | None = None,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> bool:
     """Mix the sound of template frames ``frames`` into the AAC file ``dest``: it starts at
     the range's first output frame and lasts exactly its output frames. False (and no file)
@@ -265,4 +266,5 @@ def mix_audio(
         )
     start_s = float(Fraction(k0) / fps_out)
     duration_s = float(Fraction(len(times)) / fps_out)
-    return bool(mix_to_file(collect_clips(loaded, extra_audio), start_s, duration_s, Path(dest)))
+    clips = collect_clips(loaded, extra_audio)
+    return bool(mix_to_file(clips, start_s, duration_s, Path(dest), should_cancel=should_cancel))

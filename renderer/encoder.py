@@ -25,7 +25,12 @@ from av.container import OutputContainer
 from av.video.stream import VideoStream
 
 from renderer.encoder_config import CBR, CQP, VBR, EncoderConfig, level_name
-from renderer.errors import EncoderUnavailable, InvalidEncoderConfig, RenderCancelled
+from renderer.errors import (
+    EncoderUnavailable,
+    InvalidEncoderConfig,
+    OutputTooLarge,
+    RenderCancelled,
+)
 
 EncoderPreference = Literal["auto", "software", "nvenc"]
 
@@ -263,6 +268,9 @@ class VideoEncoder:
         config: a validated :class:`EncoderConfig`.
         preference: ``auto`` tries NVENC and falls back to software; ``software`` never tries
             NVENC; ``nvenc`` insists on it.
+        max_bytes: the most bytes of packets the file may hold; :meth:`encode` and
+            :meth:`close` raise ``OutputTooLarge`` as soon as one more packet would pass it
+            (None: no limit). The caller owns the file and removes it.
 
     Raises:
         EncoderUnavailable: ``preference='nvenc'`` and NVENC cannot be opened, or the software
@@ -283,8 +291,12 @@ class VideoEncoder:
         fps: Fraction,
         config: EncoderConfig,
         preference: EncoderPreference = "auto",
+        *,
+        max_bytes: int | None = None,
     ) -> None:
         config.validate_combination(width, height, fps)
+        self.max_bytes = max_bytes
+        self.bytes_written = 0
         self.path = Path(path)
         self.width = width
         self.height = height
@@ -412,8 +424,22 @@ class VideoEncoder:
         frame.time_base = self._time_base
         frame.duration = 1
         for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+            self._mux(packet)
         self._frames += 1
+
+    def _mux(self, packet: av.Packet[VideoStream]) -> None:
+        # Checked before the packet is written: the file never holds more than max_bytes
+        # of packets (the container's index adds a few bytes per frame at close).
+        size = packet.size
+        if self.max_bytes is not None and self.bytes_written + size > self.max_bytes:
+            raise OutputTooLarge(
+                f"the video passed its size limit of {self.max_bytes} bytes after "
+                f"{self._frames} frames",
+                limit=self.max_bytes,
+                written=self.bytes_written + size,
+            )
+        self._container.mux(packet)
+        self.bytes_written += size
 
     def close(self) -> None:
         """Flush the encoder and finish the file. Safe to call twice."""
@@ -423,7 +449,7 @@ class VideoEncoder:
         try:
             if self._frames:
                 for packet in self._stream.encode(None):
-                    self._container.mux(packet)
+                    self._mux(packet)
         finally:
             self._container.close()
 
@@ -444,7 +470,7 @@ class VideoEncoder:
         if exc_type is None:
             self.close()
             return
-        if issubclass(exc_type, RenderCancelled):
+        if issubclass(exc_type, (RenderCancelled, OutputTooLarge)):
             # The output is thrown away: flushing x264's lookahead (tens of frames at slow
             # presets) would only delay the cancellation the user is waiting for.
             self._closed = True

@@ -74,3 +74,14 @@ class LottieTimedOut(UnsupportedMedia):
     frame; its engine process was killed."""
 
     code = "lottie_timeout"
+
+
+class OutputTooLarge(RendererError):
+    """The output passed the size limit the caller set (``max_output_bytes``); nothing is
+    left at the output path."""
+
+    code = "output_too_large"
+
+    def __init__(self, message: str, *, limit: int, written: int) -> None:
+        super().__init__(message)
+        self.limit, self.written = limit, written

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from renderer.compositor import Compositor, LayerPlan
-from renderer.errors import InvalidFrameRange, InvalidTemplate, RenderCancelled
+from renderer.errors import InvalidFrameRange, InvalidTemplate, OutputTooLarge, RenderCancelled
 from renderer.layers import Prefetching, SourceContext, TextFitting, open_source
 from renderer.model import (
     Box,
@@ -66,6 +66,13 @@ def output_times(
     return k0, [float(Fraction(k) / output_fps) for k in range(k0, k1)]
 
 
+def _stop_if(should_cancel: Callable[[], bool] | None, where: str) -> None:
+    """Raise ``RenderCancelled`` when ``should_cancel`` answers True (set-up steps poll it
+    too, so a stop request or a spent budget is honoured before the first frame)."""
+    if should_cancel is not None and should_cancel():
+        raise RenderCancelled(f"render cancelled {where}")
+
+
 def _layer_plans(
     loaded: LoadedTemplate,
     size: tuple[int, int],
@@ -88,6 +95,7 @@ def _layer_plans(
             out_frame = tpl.frames if layer.out is None else layer.out
             if not layer.visible or layer.in_ >= f1 or out_frame <= f0:
                 continue  # never on screen in this range: do not even open its media
+            _stop_if(should_cancel, f"while opening layer '{layer.id}'")
             box = layer.box or Box(x=0, y=0, w=tpl.width, h=tpl.height)
             ctx = SourceContext(loaded, bw, bh, min(rx, ry), width, height, should_cancel)
             source = open_source(layer, ctx)
@@ -190,6 +198,7 @@ class _AudioThread:
         self.error: BaseException | None = None
         self.seconds = 0.0
         self._args = (loaded, extra, start_s, duration_s, out)
+        self._stop = False
         self._thread = threading.Thread(target=self._run, name="audio", daemon=True)
         self._thread.start()
 
@@ -200,19 +209,26 @@ class _AudioThread:
 
             loaded, extra, start_s, duration_s, out = self._args
             clips = collect_clips(loaded, extra)
-            self.result = bool(mix_to_file(clips, start_s, duration_s, out))
+            self.result = bool(
+                mix_to_file(clips, start_s, duration_s, out, should_cancel=lambda: self._stop)
+            )
         except BaseException as exc:
             self.error = exc
         finally:
             self.seconds = time.perf_counter() - t0
 
     def wait(self) -> None:
-        """Wait for the mix to end, ignoring its outcome (used on the way out of a failure,
-        so the temporary folder is not removed under a file still being written)."""
+        """Stop the mix and wait for it to end, ignoring its outcome (used on the way out of
+        a failure, so the temporary folder is not removed under a file still being written)."""
+        self._stop = True
         self._thread.join()
 
-    def join(self) -> bool:
-        self._thread.join()
+    def join(self, should_cancel: Callable[[], bool] | None = None) -> bool:
+        """Wait for the mix, polling ``should_cancel`` (``RenderCancelled`` when it answers
+        True), and return whether it wrote any sound."""
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.05)
+            _stop_if(should_cancel, "while mixing the audio")
         if self.error is not None:
             raise self.error
         return self.result
@@ -230,6 +246,7 @@ def render(
     on_progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     audio: bool = True,
+    max_output_bytes: int | None = None,
 ) -> RenderReport:
     """Render ``template`` to the MP4 ``out``.
 
@@ -244,9 +261,13 @@ def render(
         extra_audio: a further track (the API's ``audioId``), mixed with the template's.
         encoder_preference: ``auto`` uses NVENC when it opens, else software.
         on_progress: called as ``(frames_done, frames_total)`` from this thread.
-        should_cancel: polled between frames; True stops the render.
+        should_cancel: polled between frames and between set-up steps (opening each layer,
+            waiting for the audio mix); True stops the render.
         audio: False writes the video stream alone (a chunk of a longer render, whose
             sound ``renderer.concat.finalize`` mixes once for the whole range).
+        max_output_bytes: the most bytes the output may take. The encoder checks every
+            packet against it and the finished file is checked again; passing it stops
+            the render with ``OutputTooLarge`` (None: no limit).
 
     Returns:
         What was rendered: frames, size, rate, the encoder that ran, seconds per stage, text
@@ -259,11 +280,14 @@ def render(
         EncoderUnavailable: ``nvenc`` was demanded and cannot be opened.
         UnsupportedMedia / InvalidTemplate: a layer's media cannot be read.
         RenderCancelled: ``should_cancel`` answered True; nothing is left at ``out``.
+        OutputTooLarge: the output would pass ``max_output_bytes``; nothing is left at
+            ``out``.
     """
     from renderer.encoder import VideoEncoder, plane_arrays
     from renderer.encoder_config import EncoderConfig, resolve_frame_range
 
     wall0 = time.perf_counter()
+    _stop_if(should_cancel, "before it started")
     loaded = _prepare(template, customizations)
     tpl = loaded.template
     config = encoder if encoder is not None else EncoderConfig()
@@ -312,7 +336,16 @@ def render(
             mixer = _AudioThread(loaded, extra_audio, start_s, duration_s, tmp / "audio.m4a")
         video_path = tmp / "video.mp4"
         composite_s = 0.0
-        with VideoEncoder(video_path, width, height, fps_out, config, encoder_preference) as video:
+        _stop_if(should_cancel, "before the first frame")
+        with VideoEncoder(
+            video_path,
+            width,
+            height,
+            fps_out,
+            config,
+            encoder_preference,
+            max_bytes=max_output_bytes,
+        ) as video:
             feeder = _EncodeThread(video)
             try:
                 for n, t in enumerate(times):
@@ -349,9 +382,10 @@ def render(
         if mixer is None:
             # A chunk: the encoder's file is already the video-only MP4 the joiner wants.
             has_audio = False
+            _check_size(video_path, max_output_bytes, info.frames)
             os.replace(video_path, out)
         else:
-            has_audio = mixer.join()
+            has_audio = mixer.join(should_cancel)
             stages["audio"] = mixer.seconds
 
             from renderer.mux import mux
@@ -359,6 +393,7 @@ def render(
             t0 = time.perf_counter()
             muxed = tmp / "muxed.mp4"
             mux(video_path, tmp / "audio.m4a" if has_audio else None, muxed)
+            _check_size(muxed, max_output_bytes, info.frames)
             os.replace(muxed, out)
             stages["mux"] = time.perf_counter() - t0
         return RenderReport(
@@ -383,6 +418,20 @@ def render(
             for plan in plans:
                 plan.source.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_size(path: Path, limit: int | None, frames: int) -> None:
+    """The finished file (index, audio and all) must fit ``limit`` too."""
+    if limit is None:
+        return
+    size = path.stat().st_size
+    if size > limit:
+        raise OutputTooLarge(
+            f"the finished video of {frames} frames takes {size} bytes, over its size limit "
+            f"of {limit} bytes",
+            limit=limit,
+            written=size,
+        )
 
 
 def render_frame_png(

@@ -352,6 +352,7 @@ def render_segmented(
     on_progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     audio: bool = True,
+    max_output_bytes: int | None = None,
 ) -> RenderReport:
     """``renderer.render.render`` with static spans taken from (and added to) ``cache``.
 
@@ -387,6 +388,7 @@ def render_segmented(
             on_progress=on_progress,
             should_cancel=should_cancel,
             audio=audio,
+            max_output_bytes=max_output_bytes,
         )
     common = {
         "customizations": customizations,
@@ -402,6 +404,7 @@ def render_segmented(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     done = 0
+    used = 0  # bytes of the pieces so far, against max_output_bytes
     pieces: list[Path] = []
     records: list[tuple[int, int, bool, bool]] = []
     reports: list[RenderReport] = []
@@ -413,6 +416,7 @@ def render_segmented(
             key = span_key(template, config, name, size, span) if span.static else None
             if key is not None and cache is not None and cache.fetch(key, piece):
                 records.append((span.k_start, span.k_end, True, True))
+                _check_size(piece, None if max_output_bytes is None else max_output_bytes - used)
             else:
                 base = done
 
@@ -426,6 +430,7 @@ def render_segmented(
                     frames=(span.f_start, span.f_end),
                     on_progress=progress,
                     audio=False,
+                    max_output_bytes=None if max_output_bytes is None else max_output_bytes - used,
                     **common,  # type: ignore[arg-type]
                 )
                 reports.append(report)
@@ -433,6 +438,7 @@ def render_segmented(
                     cache.store(key, piece)
                 records.append((span.k_start, span.k_end, span.static, False))
             pieces.append(piece)
+            used += piece.stat().st_size
             done += span.frames
             if on_progress is not None:
                 on_progress(done, total)
@@ -449,14 +455,18 @@ def render_segmented(
 
             t0 = time.perf_counter()
             sound = tmp / "audio.m4a"
-            has_audio = _mixed_audio(template, sound, cache, entries, config, (f0, f1), extra_audio)
+            has_audio = _mixed_audio(
+                template, sound, cache, entries, config, (f0, f1), extra_audio, should_cancel
+            )
             audio_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             muxed = tmp / "muxed.mp4"
             mux(joined, sound if has_audio else None, muxed)
+            _check_size(muxed, max_output_bytes)
             os.replace(muxed, out)
             mux_s += time.perf_counter() - t0
         else:
+            _check_size(joined, max_output_bytes)
             os.replace(joined, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -475,6 +485,20 @@ def render_segmented(
     )
 
 
+def _check_size(path: Path, limit: int | None) -> None:
+    from renderer.errors import OutputTooLarge
+
+    if limit is None:
+        return
+    size = path.stat().st_size
+    if size > limit:
+        raise OutputTooLarge(
+            f"the video takes {size} bytes, over its size limit of {limit} bytes",
+            limit=limit,
+            written=size,
+        )
+
+
 def _mixed_audio(  # noqa: PLR0917 - the render's own arguments, passed through
     template: LoadedTemplate,
     dest: Path,
@@ -483,6 +507,7 @@ def _mixed_audio(  # noqa: PLR0917 - the render's own arguments, passed through
     config: EncoderConfig,
     frames: tuple[int, int],
     extra_audio: Path | None,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> bool:
     """The range's mixed sound at ``dest``, from the cache when the same sound was mixed
     before: the key covers the template, the range and rate, and the content of every input
@@ -501,6 +526,7 @@ def _mixed_audio(  # noqa: PLR0917 - the render's own arguments, passed through
         encoder=config,
         frames=frames,
         extra_audio=extra_audio,
+        should_cancel=should_cancel,
     )
     if has_audio and cache is not None and key is not None:
         cache.store(key, dest)

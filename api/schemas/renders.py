@@ -85,7 +85,7 @@ class RenderRequest(ApiModel):
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an absolute http:// or https:// URL")
+            raise ValueError(f"{value!r} is not an absolute http:// or https:// URL")
         return value
 
     def to_spec(self) -> RenderSpec:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,9 +21,17 @@ from typing import Any
 import dramatiq
 import sqlalchemy as sa
 
-from jobs import budget
+from jobs import budget, quota
 from jobs.actors import current_settings, current_storage, run_job
-from jobs.actors.render_run import BUDGET_REASON, Attempt, Control, InputError
+from jobs.actors.render_run import (
+    BUDGET_REASON,
+    QUOTA_CODE,
+    Attempt,
+    Control,
+    InputError,
+    Limits,
+    quota_reason,
+)
 from jobs.actors.renders import (
     RENDER_TIME_LIMIT_MS,
     Work,
@@ -80,6 +89,7 @@ def _run_chunk(
     from renderer.loader import load_template
 
     loaded = load_template(inputs.template_dir)
+    control.check()
     return render_video(
         inputs,
         loaded,
@@ -90,6 +100,7 @@ def _run_chunk(
         on_progress=control.on_progress,
         should_cancel=control.should_cancel,
         audio=False,
+        max_output_bytes=control.max_output_bytes,
     )
 
 
@@ -97,10 +108,16 @@ class _ChunkRun(Attempt):
     """One attempt at one chunk by this worker thread: heartbeats its own lease, charges the
     render, and stops when the render is no longer processing."""
 
-    def __init__(
-        self, db: Database, settings: Settings, storage: Storage, chunk: RenderChunk, owner: str
+    def __init__(  # noqa: PLR0917
+        self,
+        db: Database,
+        settings: Settings,
+        storage: Storage,
+        chunk: RenderChunk,
+        owner: str,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(db, settings, storage, owner, chunk_output(storage, chunk))
+        super().__init__(db, settings, storage, owner, chunk_output(storage, chunk), clock)
         self.chunk = chunk
         self.label = f"chunk {chunk.index} of render {chunk.render_id}"
 
@@ -112,6 +129,29 @@ class _ChunkRun(Attempt):
         if parent is None:
             return budget.Charge(0, False)
         return await budget.charge_render(session, parent, elapsed_ms)
+
+    async def limits(self, session: Any) -> Limits:
+        """The render's reservations plus the account's free budget and space, less what
+        its chunks already completed take on disk."""
+        parent = await chunk_store.fresh_render(session, self.chunk.render_id)
+        if parent is None:
+            return Limits(0, 0)
+        free_ms = (await budget.budget_status(session, parent.user_id)).remaining_ms
+        free_bytes = await quota.free_bytes(session, parent.user_id)
+        done = await self._completed_bytes(session)
+        return Limits(
+            time_ms=max(0, parent.reserved_render_ms) + free_ms,
+            output_bytes=max(0, max(0, parent.reserved_storage_bytes) + free_bytes - done),
+        )
+
+    async def _completed_bytes(self, session: Any) -> int:
+        total = 0
+        for sibling in await chunk_store.chunks_of(session, self.chunk.render_id):
+            if sibling.id == self.chunk.id or sibling.status != JobStatus.Completed:
+                continue
+            path = self.storage.abs(sibling.output_path or "")
+            total += path.stat().st_size if path.is_file() else 0
+        return total
 
     async def beat(self, session: Any, lease_seconds: float | None, frames: int | None) -> Beat:
         return await chunk_store.chunk_heartbeat(
@@ -155,16 +195,28 @@ class _ChunkRun(Attempt):
             # A chunk may be shorter than a charging interval: check the budget here too, or
             # a render of many short chunks would never notice it ran out.
             exhausted = (await self.charge(s)).exhausted
-            done = not exhausted and await chunk_store.complete_chunk(
-                s,
-                chunk,
-                self.owner,
-                relative,
-                str(report.encoder),
-                cached_frames=int(getattr(report, "cached_frames", 0)),
+            # The chunks together must fit too (each was capped only by what was free when
+            # it started).
+            limits = await self.limits(s)
+            too_big = self.out.stat().st_size > limits.output_bytes
+            done = (
+                not exhausted
+                and not too_big
+                and await chunk_store.complete_chunk(
+                    s,
+                    chunk,
+                    self.owner,
+                    relative,
+                    str(report.encoder),
+                    cached_frames=int(getattr(report, "cached_frames", 0)),
+                )
             )
         if exhausted:
             await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
+            return
+        if too_big:
+            cap = self.control.max_output_bytes or limits.output_bytes
+            await self.end(JobStatus.Failed, quota_reason(cap), QUOTA_CODE)
             return
         if not done:
             self.out.unlink(missing_ok=True)
@@ -172,7 +224,11 @@ class _ChunkRun(Attempt):
 
 
 async def _chunk_job(
-    db: Database, settings: Settings, storage: Storage, chunk_id: uuid.UUID
+    db: Database,
+    settings: Settings,
+    storage: Storage,
+    chunk_id: uuid.UUID,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     owner = _owner_token()
     async with db.session() as s:
@@ -180,7 +236,7 @@ async def _chunk_job(
     if chunk is None:
         log.info("chunk %s is not pending or its render stopped; dropping the message", chunk_id)
         return
-    await _ChunkRun(db, settings, storage, chunk, owner).run()
+    await _ChunkRun(db, settings, storage, chunk, owner, clock).run()
 
 
 @dramatiq.actor(

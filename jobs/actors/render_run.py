@@ -2,9 +2,16 @@
 the join of a long render's chunks.
 
 An attempt holds a lease on its row. Its work runs on a helper thread while this thread's
-event loop heartbeats every ``tick`` (extends the lease every lease/3, records progress,
-charges the render time used so far, and reads the status: a stop request or a lost lease
-makes ``should_cancel`` answer True between frames). How each kind of attempt renews its
+event loop heartbeats every ``tick`` (records progress, charges the render time used so
+far, extends the lease every lease/3, and reads the status: a stop request or a lost lease
+makes ``should_cancel`` answer True between frames).
+
+Limits are enforced by the work itself, not only by the heartbeat: before it starts, the
+attempt charges its set-up time and hands the work a time deadline (what the render may
+still use: its own reservation plus the account's free budget, refreshed at every charge)
+and an output size cap (its storage reservation plus the account's free space). The
+renderer polls the deadline between frames and set-up steps and checks the cap at every
+packet, so neither can be passed by more than one frame. How each kind of attempt renews its
 lease, charges and ends is up to the subclass; how the work's outcome maps to a status,
 reason and failure code is decided here once.
 """
@@ -15,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,37 +34,71 @@ from jobs.models.base import JobStatus
 from jobs.settings import Settings
 from jobs.storage import Storage
 from jobs.store.render_lifecycle import Beat
-from renderer.errors import RenderCancelled, RendererError
+from renderer.errors import OutputTooLarge, RenderCancelled, RendererError
 
 log = logging.getLogger(__name__)
 
 BUDGET_REASON = "Insufficient render time budget"
 INTERNAL_REASON = "Internal error while rendering; the operator can find details in the logs"
 TIME_LIMIT_REASON = "The render exceeded the worker's time limit"
-# Progress and stop requests are checked this often (seconds); the lease is renewed and
-# time charged every lease_seconds / 3.
+QUOTA_CODE = "storage_quota_exceeded"
+# Progress, stop requests and the time used are checked and charged this often (seconds);
+# the lease is renewed every lease_seconds / 3.
 MAX_TICK_S = 0.5
 
 T = TypeVar("T")
 
 
+def quota_reason(limit_bytes: int) -> str:
+    """The failure reason of a render whose output does not fit the storage quota."""
+    return (
+        f"The video would pass the account's storage quota (at most {limit_bytes} bytes were "
+        "available to it: its reservation plus the free space); lower encoderConfig.qp, crf "
+        "or bitrate, render fewer frames, or delete renders or templates"
+    )
+
+
 class Control:
     """Shared between the render thread (callbacks) and the heartbeat loop. Plain attribute
-    writes are atomic under the GIL; each flag only ever goes from False to True."""
+    writes are atomic under the GIL; each flag only ever goes from False to True.
 
-    def __init__(self) -> None:
+    ``deadline`` (on ``clock``) is when the render time the attempt may use runs out (None:
+    not armed yet); ``max_output_bytes`` caps the output file (None: no cap).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.frames_done = 0
         self.frames_total = 0
         self.cancel_requested = False
         self.lease_lost = False
         self.budget_exhausted = False
         self.stopping = False
+        self.deadline: float | None = None
+        self.max_output_bytes: int | None = None
 
     def on_progress(self, done: int, total: int) -> None:
         self.frames_done, self.frames_total = done, total
 
     def should_cancel(self) -> bool:
+        deadline = self.deadline
+        if deadline is not None and not self.budget_exhausted and self.clock() >= deadline:
+            self.budget_exhausted = True
         return self.cancel_requested or self.lease_lost or self.budget_exhausted or self.stopping
+
+    def check(self) -> None:
+        """Raise ``RenderCancelled`` when ``should_cancel`` answers True (for work done
+        outside the renderer, e.g. loading the template)."""
+        if self.should_cancel():
+            raise RenderCancelled("stopped before rendering")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an attempt may still use: render time (ms) and output bytes."""
+
+    time_ms: int
+    output_bytes: int
 
 
 class InputError(Exception):
@@ -74,20 +116,46 @@ class Attempt:
 
     label: str
 
-    def __init__(
-        self, db: Database, settings: Settings, storage: Storage, owner: str, out: Path
+    def __init__(  # noqa: PLR0917
+        self,
+        db: Database,
+        settings: Settings,
+        storage: Storage,
+        owner: str,
+        out: Path,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db, self.settings, self.storage = db, settings, storage
         self.owner, self.out = owner, out
-        self.control = Control()
-        self.last_charge = time.monotonic()
+        self.clock = clock
+        self.control = Control(clock)
+        # Set-up (claiming, resolving inputs, loading the template) is charged too.
+        self.last_charge = clock()
 
     def take_elapsed_ms(self) -> int:
         """The wall time since the previous charge, which from now on counts as charged."""
-        now = time.monotonic()
+        now = self.clock()
         elapsed_ms = int((now - self.last_charge) * 1000)
-        self.last_charge = now
+        # Whole milliseconds only: the remainder is charged with the next slice.
+        self.last_charge += elapsed_ms / 1000
         return elapsed_ms
+
+    async def limits(self, session: Any) -> Limits:
+        """The render time and output bytes this attempt may still use."""
+        raise NotImplementedError
+
+    async def charge_and_limit(self, session: Any) -> bool:
+        """Charge the time used so far and move the work's deadline to what is left; True
+        when the budget ran out (the work is told to stop)."""
+        charge = await self.charge(session)
+        limits = await self.limits(session)
+        control = self.control
+        control.deadline = self.last_charge + limits.time_ms / 1000
+        if control.max_output_bytes is None:
+            control.max_output_bytes = limits.output_bytes
+        if charge.exhausted or limits.time_ms <= 0:
+            control.budget_exhausted = True
+        return control.budget_exhausted
 
     async def charge(self, session: Any) -> budget.Charge:
         """Charge ``take_elapsed_ms()`` to the render in ``session``."""
@@ -116,8 +184,8 @@ class Attempt:
         return None
 
     async def heartbeat_loop(self, task: asyncio.Future[Any]) -> None:
-        """Until ``task`` ends: record progress, renew the lease and charge time every
-        lease/3, and turn a stop request, a lost lease or an exhausted budget into flags
+        """Until ``task`` ends: record progress and charge time every tick, renew the lease
+        every lease/3, and turn a stop request, a lost lease or an exhausted budget into flags
         the work polls between frames."""
         lease = float(self.settings.lease_seconds)
         renew_every = lease / 3
@@ -134,8 +202,10 @@ class Attempt:
             try:
                 async with self.db.session() as s:
                     beat = await self.beat(s, lease if renew else None, frames)
-                    if beat.owned and renew and (await self.charge(s)).exhausted:
-                        control.budget_exhausted = True
+                    if beat.owned:
+                        # Every tick, so concurrent renders of one account see each
+                        # other's use within a tick.
+                        await self.charge_and_limit(s)
             except Exception:
                 # A database hiccup must not kill the render; the lease has slack for it.
                 log.warning("heartbeat for %s failed", self.label, exc_info=True)
@@ -160,6 +230,19 @@ class Attempt:
                 worker takes the attempt again).
         """
         control = self.control
+        async with self.db.session() as s:
+            # Renew the lease too: set-up may have taken a good part of it, and the first
+            # heartbeat renews only lease/3 from now.
+            beat = await self.beat(s, float(self.settings.lease_seconds), None)
+            exhausted = beat.owned and await self.charge_and_limit(s)
+        if not beat.owned:
+            log.warning("%s: lease lost before rendering; another worker owns it now", self.label)
+            return None
+        if exhausted:
+            await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
+            return None
+        if beat.status != JobStatus.Processing:
+            control.cancel_requested = True
         task = asyncio.get_running_loop().run_in_executor(None, work, *args)
         try:
             await self.heartbeat_loop(task)
@@ -171,6 +254,8 @@ class Attempt:
             if isinstance(exc, TimeLimitExceeded):
                 await self.end(JobStatus.Failed, TIME_LIMIT_REASON, "time_limit")
             raise
+        except OutputTooLarge as err:
+            await self.end(JobStatus.Failed, quota_reason(err.limit), QUOTA_CODE)
         except RenderCancelled:
             if control.lease_lost:
                 self.out.unlink(missing_ok=True)
@@ -193,8 +278,11 @@ __all__ = [
     "BUDGET_REASON",
     "INTERNAL_REASON",
     "MAX_TICK_S",
+    "QUOTA_CODE",
     "TIME_LIMIT_REASON",
     "Attempt",
     "Control",
     "InputError",
+    "Limits",
+    "quota_reason",
 ]

@@ -17,7 +17,12 @@ from jobs.store.render_base import (
     TERMINAL,
     WEBHOOK_ACTOR,
 )
-from jobs.webhooks import WebhookDeliveryError, post_signed, render_event_body
+from jobs.webhooks import (
+    UnsafeWebhookTarget,
+    WebhookDeliveryError,
+    post_signed,
+    render_event_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +84,19 @@ def deliver_render_webhook(render_id: str) -> None:
         return
     url, body, secret, event = payload
     try:
-        post_signed(url, body, secret, event=event, timeout_s=settings.webhook_timeout_s)
+        post_signed(
+            url,
+            body,
+            secret,
+            event=event,
+            timeout_s=settings.webhook_timeout_s,
+            allow_private=settings.webhook_allow_private,
+        )
+    except UnsafeWebhookTarget as exc:
+        # Checked at submission, so the name now resolves inward (DNS rebinding, or a
+        # record changed since): never retried, never sent.
+        log.warning("webhook for render %s not sent: %s", render_id, exc)
+        return
     except WebhookDeliveryError:
         log.warning("webhook for render %s not delivered; will retry", render_id)
         raise

@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,9 +29,17 @@ from typing import Any
 import dramatiq
 import sqlalchemy as sa
 
-from jobs import budget
+from jobs import budget, quota
 from jobs.actors import current_settings, current_storage, run_job
-from jobs.actors.render_run import Attempt, Control, InputError
+from jobs.actors.render_run import (
+    BUDGET_REASON,
+    QUOTA_CODE,
+    Attempt,
+    Control,
+    InputError,
+    Limits,
+    quota_reason,
+)
 from jobs.db import Database
 from jobs.models.base import JobStatus
 from jobs.models.library import Asset, Audio, Template
@@ -183,6 +192,7 @@ def _run_renderer(inputs: _Inputs, out: Path, preference: str, control: Control)
     from renderer.loader import load_template
 
     loaded = load_template(inputs.template_dir)
+    control.check()
     return render_video(
         inputs,
         loaded,
@@ -193,6 +203,7 @@ def _run_renderer(inputs: _Inputs, out: Path, preference: str, control: Control)
         encoder_preference=preference,
         on_progress=control.on_progress,
         should_cancel=control.should_cancel,
+        max_output_bytes=control.max_output_bytes,
     )
 
 
@@ -207,9 +218,10 @@ class _Run(Attempt):
         render: Render,
         owner: str,
         work: Work = _run_renderer,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
-            db, settings, storage, owner, tmp_output(storage, render.id, render.attempts)
+            db, settings, storage, owner, tmp_output(storage, render.id, render.attempts), clock
         )
         self.render, self.work = render, work
         self.label = f"render {render.id}"
@@ -217,6 +229,15 @@ class _Run(Attempt):
     async def charge(self, session: Any) -> budget.Charge:
         """Charge the wall time since the previous charge to the render."""
         return await budget.charge_render(session, self.render, self.take_elapsed_ms())
+
+    async def limits(self, session: Any) -> Limits:
+        """The render's own reservations plus what the account has free."""
+        free_ms = (await budget.budget_status(session, self.render.user_id)).remaining_ms
+        free_bytes = await quota.free_bytes(session, self.render.user_id)
+        return Limits(
+            time_ms=max(0, self.render.reserved_render_ms) + free_ms,
+            output_bytes=max(0, self.render.reserved_storage_bytes) + free_bytes,
+        )
 
     async def beat(self, session: Any, lease_seconds: float | None, frames: int | None) -> Beat:
         return await lifecycle.heartbeat(
@@ -260,18 +281,31 @@ class _Run(Attempt):
             return
         size = self.out.stat().st_size
         async with self.db.session() as s:
-            await self.charge(s)
-            done = await lifecycle.complete(
-                s,
-                self.storage,
-                render,
-                self.owner,
-                self.out,
-                size_bytes=size,
-                encoder_used=str(report.encoder),
-                frames_total=int(report.frames),
-                cached_frames=int(getattr(report, "cached_frames", 0)),
-            )
+            # The last frames, the flush and the mux count too: a render that ran out on
+            # the way fails, charged what was left.
+            exhausted = (await self.charge(s)).exhausted
+        if exhausted:
+            await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
+            return
+        try:
+            async with self.db.session() as s:
+                done = await lifecycle.complete(
+                    s,
+                    self.storage,
+                    render,
+                    self.owner,
+                    self.out,
+                    size_bytes=size,
+                    encoder_used=str(report.encoder),
+                    frames_total=int(report.frames),
+                    cached_frames=int(getattr(report, "cached_frames", 0)),
+                )
+        except lifecycle.OverQuota:
+            # Rolled back, so nothing was booked; end() removes the file and releases the
+            # reservations.
+            cap = self.control.max_output_bytes or render.reserved_storage_bytes
+            await self.end(JobStatus.Failed, quota_reason(max(cap, 0)), QUOTA_CODE)
+            return
         if done:
             log.info("render %s completed (%d bytes, %s)", render.id, size, report.encoder)
             for fit in report.text_fits:
@@ -309,6 +343,9 @@ async def _split(run: _Run, inputs: _Inputs) -> bool:
         return False
     planned = [(a, b, _output_frames(inputs, loaded, (a, b))) for a, b in ranges]
     async with run.db.session() as s:
+        # Planning loaded the template: that set-up time is the render's too (charged
+        # before any chunk exists to charge it concurrently).
+        await run.charge(s)
         chunks = await chunk_store.start_chunks(s, run.render, run.owner, planned)
     if chunks is None:
         await run.end(JobStatus.Cancelled, "Cancelled", None)
@@ -318,7 +355,11 @@ async def _split(run: _Run, inputs: _Inputs) -> bool:
 
 
 async def _render_job(
-    db: Database, settings: Settings, storage: Storage, render_id: uuid.UUID
+    db: Database,
+    settings: Settings,
+    storage: Storage,
+    render_id: uuid.UUID,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     owner = _owner_token()
     async with db.session() as s:
@@ -327,7 +368,7 @@ async def _render_job(
         log.info("render %s is not pending; dropping the message", render_id)
         return
     log.info("render %s claimed by %s (attempt %d)", render.id, owner, render.attempts)
-    run = _Run(db, settings, storage, render, owner)
+    run = _Run(db, settings, storage, render, owner, clock=clock)
     if settings.chunk_frames and render.frames_total > settings.chunk_frames:
 
         async def plan() -> tuple[_Inputs, bool]:

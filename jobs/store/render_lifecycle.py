@@ -131,6 +131,16 @@ async def delete_render(
 # --- worker-side transitions --------------------------------------------------------------
 
 
+class OverQuota(Exception):
+    """The finished output does not fit the account's storage quota (its reservation plus
+    the free space). Raised inside the completing transaction, so leaving the session rolls
+    the completion back; the caller then fails the render and removes the file."""
+
+    def __init__(self, size_bytes: int) -> None:
+        super().__init__(f"output of {size_bytes} bytes does not fit the storage quota")
+        self.size_bytes = size_bytes
+
+
 async def claim(
     session: AsyncSession, render_id: uuid.UUID, owner: str, lease_seconds: float
 ) -> Render | None:
@@ -222,6 +232,10 @@ async def complete(
     The compare-and-set runs first and the rename happens while this transaction still holds
     the row, so of two workers racing (one whose lease expired), only the winner's file is
     moved into place. False when the render is no longer ours or was cancelled meanwhile.
+
+    Raises:
+        OverQuota: ``size_bytes`` does not fit the quota; nothing was moved, and the session
+            must be rolled back (leaving it with the exception does).
     """
     final = storage.new_path("renders", render.user_id, render.id, ".mp4")
     now = utcnow()
@@ -248,9 +262,10 @@ async def complete(
     )
     if not ok:
         return False
-    storage.move_into_place(tmp, final)
     held = render.reserved_storage_bytes
-    await quota.settle_storage(session, render.user_id, held, size_bytes)
+    if not await quota.settle_within_quota(session, render.user_id, held, size_bytes):
+        raise OverQuota(size_bytes)
+    storage.move_into_place(tmp, final)
     await session.execute(
         sa.update(Render)
         .where(Render.id == render.id)

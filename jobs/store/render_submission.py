@@ -3,6 +3,7 @@ reservations and the concurrency check, all or nothing for a batch."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs import budget, quota
+from jobs import budget, quota, webhooks
 from jobs.messages import enqueue
 from jobs.models.account import User
 from jobs.models.base import JobStatus, utcnow
@@ -33,6 +34,8 @@ from renderer.model import LayerTooLarge, check_layer_sizes
 from renderer.model import Template as TemplateModel
 
 MAX_BATCH = 100
+# How long submission waits for a webhook host to resolve before refusing it.
+WEBHOOK_RESOLVE_TIMEOUT_S = 3.0
 MIN_ESTIMATE_MS = 1000
 # Rough software cost per output pixel (ns) by codec, used only for the budget estimate.
 _NS_PER_PIXEL = {0: 25, 1: 70, 2: 50}
@@ -325,6 +328,40 @@ async def count_active(session: AsyncSession, user_id: uuid.UUID) -> int:
     )
 
 
+async def check_webhook_url(
+    url: str,
+    settings: Settings,
+    label: str = "",
+    resolver: webhooks.Resolver = webhooks.resolve_host,
+) -> None:
+    """Refuse a ``webhookUrl`` that is not an http(s) URL of a public host (resolved now;
+    delivery checks it again).
+
+    Raises:
+        RenderRefused: ``bad_request`` naming the URL and why (``invalid_webhook_url``).
+    """
+    check = webhooks.check_target
+    try:
+        await asyncio.wait_for(
+            asyncio.to_thread(
+                check, url, allow_private=settings.webhook_allow_private, resolver=resolver
+            ),
+            WEBHOOK_RESOLVE_TIMEOUT_S,
+        )
+    except webhooks.UnsafeWebhookTarget as err:
+        raise _bad(
+            f"{label}webhookUrl {url!r} is refused: {err.reason}; webhooks go to public "
+            "http(s) hosts only",
+            "invalid_webhook_url",
+        ) from None
+    except TimeoutError:
+        raise _bad(
+            f"{label}webhookUrl {url!r} is refused: its host did not resolve within "
+            f"{WEBHOOK_RESOLVE_TIMEOUT_S:g} s",
+            "invalid_webhook_url",
+        ) from None
+
+
 async def submit_renders(
     session: AsyncSession, settings: Settings, user: User, specs: Sequence[RenderSpec]
 ) -> list[Render]:
@@ -335,13 +372,19 @@ async def submit_renders(
 
     Raises:
         RenderRefused: ``bad_request`` (400, naming the item and entry), ``not_found``,
-            ``payment_required`` (402, render-time budget), ``too_many`` (429).
+            ``payment_required`` (402, render-time budget), ``too_many`` (429); a webhook URL
+            that is not public is a ``bad_request`` naming it.
     """
     if not specs:
         raise _bad("items must hold at least one render request")
     if len(specs) > MAX_BATCH:
         raise _bad(f"at most {MAX_BATCH} renders per batch, got {len(specs)}")
     batch = len(specs) > 1
+    checked: set[str] = set()
+    for i, spec in enumerate(specs):
+        if spec.webhook_url is not None and spec.webhook_url not in checked:
+            await check_webhook_url(spec.webhook_url, settings, f"items[{i}]: " if batch else "")
+            checked.add(spec.webhook_url)
     prepared = [
         await _prepare(session, user, spec, f"items[{i}]: " if batch else "")
         for i, spec in enumerate(specs)

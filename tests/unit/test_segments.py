@@ -336,3 +336,25 @@ def test_keys_change_with_the_template_and_the_encoder(
     (tmp_path / "copy" / "data.json").write_text(json.dumps(data))
     changed = load_template(tmp_path / "copy")
     assert span_key(changed, LOSSLESS, "libx264", (W, H), span) != base
+
+
+def test_size_limit_holds_across_spans(loaded: LoadedTemplate, tmp_path: Path) -> None:
+    from renderer.errors import OutputTooLarge
+
+    cache = SpanCache(tmp_path / "cache", 64 * 1024 * 1024)
+    entries = _entries({"layerId": "name", "color": "#000000"})
+    full = render_segmented(
+        loaded, tmp_path / "full.mp4", cache=cache, encoder=LOSSLESS, customizations=entries
+    )
+    out = tmp_path / "out" / "capped.mp4"
+    with pytest.raises(OutputTooLarge):
+        # The cached span alone fits; the whole video does not.
+        render_segmented(
+            loaded,
+            out,
+            cache=cache,
+            encoder=LOSSLESS,
+            customizations=entries,
+            max_output_bytes=full.output_bytes - 1,
+        )
+    assert list(out.parent.iterdir()) == []
