@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # Renders longer than this many output frames are split into chunks rendered in
     # parallel and joined without re-encoding; 0 renders everything in one piece.
     chunk_frames: int = Field(default=900, ge=0)
+    # Comma-separated origins allowed by CORS ("*" for any); empty: CORS off.
+    cors_origins: str = ""
+    # JSON (non-multipart) request bodies larger than this answer 413.
+    max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
     @field_validator("broker_url", "admin_key", mode="before")
     @classmethod

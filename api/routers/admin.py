@@ -12,7 +12,14 @@ from pydantic import Field
 from api.auth import issue_key
 from api.deps import AdminDep, SessionDep, SettingsDep
 from api.errors import BadRequest, Conflict, NotFound
-from api.schemas.common import ApiModel, MessageResponse, UtcDateTime, error_responses, examples
+from api.schemas.common import (
+    ApiModel,
+    MessageResponse,
+    RequestModel,
+    UtcDateTime,
+    error_responses,
+    examples,
+)
 from jobs.models import ApiKey, Asset, Audio, JobStatus, Template, User
 from jobs.models.render import Render
 from jobs.quota import MB
@@ -37,24 +44,29 @@ USER_EXAMPLE: dict[str, Any] = {
     "maxConcurrentRenders": 10,
     "createdAt": "2024-01-15T10:30:00Z",
 }
+# Ceilings that keep every stored figure far inside a 64-bit integer (and the SQLite INTEGER
+# the embedded mode stores it in): 1 EB of quota, ~3,000 years of render time.
+MAX_QUOTA_MB = 10**12
+MAX_RENDER_BUDGET_MS = 10**14
+MAX_CONCURRENT = 100_000
 KEY_EXAMPLE = "vel_Ab12Cd34_8rT3kq0ZpW6yXvN1mL5sJ2hF9gD4cB7a"
 
 
-class UserCreate(ApiModel):
+class UserCreate(RequestModel):
     model_config = examples({"name": "alice", "quotaMB": 5000, "renderBudgetMs": 3600000})
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
-    quota_mb: int | None = Field(default=None, alias="quotaMB", ge=0)
-    render_budget_ms: int | None = Field(default=None, ge=0)
-    max_concurrent_renders: int | None = Field(default=None, ge=1)
+    quota_mb: int | None = Field(default=None, alias="quotaMB", ge=0, le=MAX_QUOTA_MB)
+    render_budget_ms: int | None = Field(default=None, ge=0, le=MAX_RENDER_BUDGET_MS)
+    max_concurrent_renders: int | None = Field(default=None, ge=1, le=MAX_CONCURRENT)
 
 
-class UserUpdate(ApiModel):
+class UserUpdate(RequestModel):
     model_config = examples({"quotaMB": 10000, "maxConcurrentRenders": 4})
 
-    quota_mb: int | None = Field(default=None, alias="quotaMB", ge=0)
-    render_budget_ms: int | None = Field(default=None, ge=0)
-    max_concurrent_renders: int | None = Field(default=None, ge=1)
+    quota_mb: int | None = Field(default=None, alias="quotaMB", ge=0, le=MAX_QUOTA_MB)
+    render_budget_ms: int | None = Field(default=None, ge=0, le=MAX_RENDER_BUDGET_MS)
+    max_concurrent_renders: int | None = Field(default=None, ge=1, le=MAX_CONCURRENT)
 
 
 class UserDto(ApiModel):

@@ -11,7 +11,13 @@ from fastapi import APIRouter, Query, Request, Response
 from api.deps import SessionDep, SettingsDep, StorageDep, UserDep
 from api.downloads import file_response
 from api.errors import BadRequest, NotFound
-from api.schemas.common import MessageResponse, error_responses, history_statuses, upload_body
+from api.schemas.common import (
+    MAX_SKIP,
+    MessageResponse,
+    error_responses,
+    history_statuses,
+    upload_body,
+)
 from api.schemas.library import AudioDto, AudioJobDto, AudioListItem, AudioUploaded
 from api.uploads import commit_and_remove, display_name, receive_upload, reserve_upload
 from jobs.actors import AUDIO_ACTOR
@@ -141,8 +147,10 @@ async def active_audio(user: UserDep, session: SessionDep) -> list[AudioJobDto]:
 async def audio_history(
     user: UserDep,
     session: SessionDep,
-    status: Annotated[str | None, Query(description="'completed' or 'failed'")] = None,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    status: Annotated[
+        str | None, Query(max_length=50, description="'completed' or 'failed' (any case)")
+    ] = None,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     take: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> list[AudioJobDto]:
     """Completed and failed audio jobs, newest first."""
@@ -161,7 +169,7 @@ async def list_audio(
     *,
     user: UserDep,
     session: SessionDep,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     take: Annotated[int, Query(ge=1, le=100)] = 100,
     search: Annotated[str | None, Query(max_length=200)] = None,
     group_id: Annotated[uuid.UUID | None, Query(alias="groupId")] = None,
@@ -171,7 +179,7 @@ async def list_audio(
         session, user.id, search=search, group_id=group_id, skip=skip, take=take
     )
     return [
-        AudioListItem(**AudioDto.of(a).model_dump(by_alias=False), group_name=g.name)
+        AudioListItem(**AudioDto.of(a).model_dump(by_alias=False), group_id=g.id, group_name=g.name)
         for a, g in rows
     ]
 

@@ -15,6 +15,7 @@ from api.deps import SessionDep, SettingsDep, StorageDep, UserDep
 from api.downloads import file_response
 from api.errors import BadRequest, Conflict, NotFound
 from api.schemas.common import (
+    MAX_SKIP,
     MessageResponse,
     StorageStatus,
     error_responses,
@@ -103,8 +104,10 @@ async def active_templates(user: UserDep, session: SessionDep) -> list[TemplateJ
 async def template_history(
     user: UserDep,
     session: SessionDep,
-    status: Annotated[str | None, Query(description="'completed' or 'failed'")] = None,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    status: Annotated[
+        str | None, Query(max_length=50, description="'completed' or 'failed' (any case)")
+    ] = None,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     take: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> list[TemplateJobDto]:
     """Completed and failed template jobs, newest first."""
@@ -164,8 +167,9 @@ async def template_detail(
     return TemplateDetail(
         id=template.id,
         name=template.name,
-        status=template.status.value,
-        size_bytes=template.size_bytes,
+        status=template.status,
+        size_bytes=template.zip_bytes,
+        storage_bytes=template.size_bytes,
         created_at=template.created_at,
         manifest=template.manifest,
     )
@@ -274,7 +278,7 @@ async def preview_template(
     user: UserDep,
     session: SessionDep,
     storage: StorageDep,
-    frame: Annotated[int, Query(ge=0)] = 0,
+    frame: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Response:
     """Frame ``frame`` of the template without customisations."""
     return await _preview(
@@ -294,14 +298,14 @@ async def preview_template_custom(
     user: UserDep,
     session: SessionDep,
     storage: StorageDep,
-    frame: Annotated[int | None, Query(ge=0)] = None,
+    frame: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
 ) -> Response:
     """Frame ``frame`` (query or body) with a ``customizationMap`` applied."""
     index = frame if frame is not None else body.frame
     return await _preview(
         template_id,
         index,
-        customization_map=body.customization_map,
+        customization_map=[entry.wire() for entry in body.customization_map],
         user=user,
         session=session,
         storage=storage,
