@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -116,7 +117,61 @@ class BodySizeLimit:
                 return
             chunks.append(chunk)
             more = bool(message.get("more_body", False))
-        await self.app(scope, _replay(chunks, None), send)
+        body = b"".join(chunks)
+        if _LONG_DIGITS.search(body):
+            field = _huge_number_field(body)
+            if field is not None:
+                await _send_error(send, 400, field, "invalid_request")
+                return
+        await self.app(scope, _replay([body], None), send)
+
+
+# Python refuses to parse integers longer than this (CVE-2020-10735), and FastAPI would then
+# answer "There was an error parsing the body" without saying where.
+_MAX_DIGITS = 4300
+_LONG_DIGITS = re.compile(rb"\d{%d,}" % (_MAX_DIGITS + 1))
+
+
+class _Huge:
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+class _HugeNumber(Exception):
+    def __init__(self, key: str, digits: int) -> None:
+        super().__init__(key)
+        self.key, self.digits = key, digits
+
+
+def _huge_in(value: Any) -> _Huge | None:
+    if isinstance(value, _Huge):
+        return value
+    if isinstance(value, list):
+        return next((h for h in map(_huge_in, value) if h is not None), None)
+    return None
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    for key, value in pairs:
+        huge = _huge_in(value)
+        if huge is not None:
+            raise _HugeNumber(key, huge.digits)
+    return dict(pairs)
+
+
+def _huge_number_field(body: bytes) -> str | None:
+    """The message naming the field of ``body`` that holds a too-long number, if any."""
+    try:
+        json.loads(
+            body,
+            parse_int=lambda text: int(text) if len(text) <= _MAX_DIGITS else _Huge(len(text)),
+            object_pairs_hook=_pairs,
+        )
+    except _HugeNumber as exc:
+        return f"body field '{exc.key[:64]}': a number of {exc.digits} digits is out of range"
+    except ValueError:
+        return None
+    return None
 
 
 def _replay(chunks: list[bytes], last: Message | None) -> Receive:

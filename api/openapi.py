@@ -123,7 +123,9 @@ def finish_openapi(schema: dict[str, Any]) -> dict[str, Any]:
                 continue
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
-            codes = [400, 503]
+            codes = [503]
+            if "{" in path or operation.get("parameters") or "requestBody" in operation:
+                codes.append(400)
             if operation.get("security"):
                 codes.append(401)
             if "{" in path:

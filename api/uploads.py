@@ -164,7 +164,10 @@ async def receive_multipart(
             "invalid_request",
         )
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > max_bytes + _SLACK:
+    # What the upload will amount to: the declared length (file plus a little multipart
+    # framing) when given, so a quota message quotes the real size, not what arrived so far.
+    declared = int(length) if length and length.isdigit() else 0
+    if declared > max_bytes + _SLACK:
         raise too_large(max_bytes)
 
     collector = _Collector(file_field, tmp_path)
@@ -201,7 +204,7 @@ async def receive_multipart(
                     if written > max_bytes:
                         raise too_large(max_bytes)
                     if available_bytes is not None and written > available_bytes:
-                        raise quota_error(written, available_bytes)
+                        raise quota_error(max(written, declared), available_bytes)
                     await handle.write(data)
             parser.finalize()
         except ClientDisconnect:

@@ -343,12 +343,18 @@ class RenderEnv:
     """
 
     def __init__(
-        self, tmp: Path, cache: Path, *, chunk_frames: int = 0, worker: bool = True
+        self,
+        tmp: Path,
+        cache: Path,
+        *,
+        chunk_frames: int = 0,
+        worker: bool = True,
+        **settings: Any,
     ) -> None:
         from api.app import build_service, create_app
         from jobs.db import create_database, run_migrations
 
-        self.settings = make_settings(tmp, chunk_frames=chunk_frames)
+        self.settings = make_settings(tmp, chunk_frames=chunk_frames, **settings)
         run_migrations(self.settings.database_url)
         self.svc = build_service(self.settings)
         # Test-side database access runs on its own event loops: no pooled connections.
