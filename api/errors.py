@@ -124,7 +124,8 @@ def validation_detail(exc: RequestValidationError) -> str:
             )
             continue
         if err.get("type") == "missing":
-            msg = "is required"
+            messages.append(f"{_field_name(loc)} is required")
+            continue
         elif err.get("type") == "extra_forbidden":
             msg = "unknown field"
         msg = msg.removeprefix("Value error, ")

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from api.auth import issue_key
 from api.deps import AdminDep, SessionDep, SettingsDep
@@ -62,7 +62,13 @@ class UserCreate(RequestModel):
 
 
 class UserUpdate(RequestModel):
-    model_config = examples({"quotaMB": 10000, "maxConcurrentRenders": 4})
+    # At least one field: an empty update is refused (400), and the schema says so.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"quotaMB": 10000, "maxConcurrentRenders": 4}],
+            "minProperties": 1,
+        }
+    )
 
     quota_mb: int | None = Field(default=None, alias="quotaMB", ge=0, le=MAX_QUOTA_MB)
     render_budget_ms: int | None = Field(default=None, ge=0, le=MAX_RENDER_BUDGET_MS)

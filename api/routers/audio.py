@@ -16,6 +16,7 @@ from api.schemas.common import (
     MessageResponse,
     error_responses,
     history_statuses,
+    status_query,
     upload_body,
 )
 from api.schemas.library import AudioDto, AudioJobDto, AudioListItem, AudioUploaded
@@ -147,9 +148,7 @@ async def active_audio(user: UserDep, session: SessionDep) -> list[AudioJobDto]:
 async def audio_history(
     user: UserDep,
     session: SessionDep,
-    status: Annotated[
-        str | None, Query(max_length=50, description="'completed' or 'failed' (any case)")
-    ] = None,
+    status: Annotated[str | None, status_query("completed", "failed")] = None,
     skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     take: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> list[AudioJobDto]:

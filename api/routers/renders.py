@@ -26,7 +26,13 @@ from api.errors import (
     PaymentRequired,
     TooManyRequests,
 )
-from api.schemas.common import MAX_SKIP, MessageResponse, error_responses, status_filter
+from api.schemas.common import (
+    MAX_SKIP,
+    MessageResponse,
+    error_responses,
+    status_filter,
+    status_query,
+)
 from api.schemas.renders import (
     RenderBatchCreated,
     RenderBatchRequest,
@@ -145,10 +151,7 @@ async def active_renders(session: SessionDep, user: UserDep) -> list[RenderJob]:
 async def render_history(
     session: SessionDep,
     user: UserDep,
-    status: Annotated[
-        str | None,
-        Query(max_length=50, description="'completed', 'failed' or 'cancelled' (any case)"),
-    ] = None,
+    status: Annotated[str | None, status_query("completed", "failed", "cancelled")] = None,
     skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     take: Annotated[int, Query(ge=1, le=200)] = 100,
 ) -> list[RenderJob]:

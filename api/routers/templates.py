@@ -20,6 +20,7 @@ from api.schemas.common import (
     StorageStatus,
     error_responses,
     history_statuses,
+    status_query,
     upload_body,
 )
 from api.schemas.library import (
@@ -104,9 +105,7 @@ async def active_templates(user: UserDep, session: SessionDep) -> list[TemplateJ
 async def template_history(
     user: UserDep,
     session: SessionDep,
-    status: Annotated[
-        str | None, Query(max_length=50, description="'completed' or 'failed' (any case)")
-    ] = None,
+    status: Annotated[str | None, status_query("completed", "failed")] = None,
     skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     take: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> list[TemplateJobDto]:

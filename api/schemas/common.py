@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
@@ -192,7 +193,7 @@ def status_filter(status: str | None, allowed: dict[str, JobStatus]) -> list[Job
     """
     if status is None:
         return list(allowed.values())
-    key = status.strip().lower()
+    key = status.lower()
     if key not in allowed:
         names = ", ".join(f"'{name}'" for name in allowed)
         raise BadRequest(
@@ -200,6 +201,22 @@ def status_filter(status: str | None, allowed: dict[str, JobStatus]) -> list[Job
             "invalid_request",
         )
     return [allowed[key]]
+
+
+def any_case_pattern(*values: str) -> str:
+    """A JSON Schema (ECMA-262) pattern matching ``values`` in any letter case."""
+    words = ["".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in v) for v in values]
+    return "^(" + "|".join(words) + ")$"
+
+
+def status_query(*values: str) -> Any:
+    """The ``status`` query parameter of a listing: one of ``values``, any case. The pattern
+    documents it; ``status_filter`` checks it with a message naming the choices."""
+    choices = ", ".join(f"'{v}'" for v in values)
+    return Query(
+        description=f"one of {choices} (any case)",
+        json_schema_extra={"pattern": any_case_pattern(*values)},
+    )
 
 
 def history_statuses(status: str | None) -> list[JobStatus]:

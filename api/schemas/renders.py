@@ -62,6 +62,13 @@ class EncoderConfig(StrictFields, _encoder.EncoderConfig):
         populate_by_name=False, validate_by_name=False, validate_by_alias=True
     )
 
+    # Required in a render request (the reference's EncoderConfig), unlike in the CLI.
+    bitrate: int = Field(  # type: ignore[assignment]
+        ge=_encoder.MIN_BITRATE,
+        le=_encoder.MAX_BITRATE,
+        description="bits per second (not bytes), e.g. 5000000",
+    )
+
 
 LayerId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]

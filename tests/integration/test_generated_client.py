@@ -122,8 +122,10 @@ def test_generated_python_client_uploads_renders_downloads_and_parses_errors(
         assert isinstance(created, models.RenderCreated), created
         status = poll(
             lambda: renders.render_status.sync(created.render_id, client=client, wait=5),
-            lambda s: s.status
-            in (models.JobStatus.COMPLETED, models.JobStatus.FAILED, models.JobStatus.CANCELLED),
+            lambda s: (
+                s.status
+                in (models.JobStatus.COMPLETED, models.JobStatus.FAILED, models.JobStatus.CANCELLED)
+            ),
         )
         assert status.status == models.JobStatus.COMPLETED, status
         video = renders.download_render.sync(created.render_id, client=client).payload.read()
