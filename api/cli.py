@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from jobs.settings import Settings
@@ -64,22 +65,44 @@ async def _create_user(db: Any, name: str, storage_mb: int, budget_ms: int) -> t
     return user, key.key
 
 
-def _print_demo_banner(settings: Settings, key: str) -> None:
+def _velocity_command() -> str:
+    """How to call this CLI from the current shell: ``velocity`` when it is on PATH, else the
+    path of the script that is running (``.venv/bin/velocity``)."""
+    import shutil
+
+    if shutil.which("velocity"):
+        return "velocity"
+    here = Path(sys.argv[0])
+    try:
+        return str(here.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
+
+
+def _start_banner(settings: Settings, key: str | None) -> str:
+    """What ``serve`` prints once it listens; the URL and the key are its last lines."""
     base = f"http://{settings.host}:{settings.port}"
-    print(
-        f"""
-Created user '{DEMO_USER}'. Its API key (shown once):
-
-    {key}
-
-Try it:
-    curl {base}/health
-    curl -H "X-API-Key: {key}" -F "file=@template.zip" {base}/template/upload
-    curl -H "X-API-Key: {key}" {base}/template/<templateId>/status
-API docs: {base}/docs
-""",
-        flush=True,
+    cli = _velocity_command()
+    demo_zip = Path("var/fixtures/demo.zip")
+    upload = (
+        f'curl -H "X-API-Key: {key or "$KEY"}" -F "file=@{demo_zip}" {base}/template/upload'
+        if demo_zip.is_file()
+        else f"python fixtures/make_fixtures.py demo var/fixtures   # then upload {demo_zip}"
     )
+    lines = ["", "Try it:", f"    curl {base}/health", f"    {upload}", f"API docs: {base}/docs"]
+    if key:
+        lines += [
+            f"Created user '{DEMO_USER}'; its API key is shown once (another: {cli} key create "
+            f"{DEMO_USER}).",
+            f"Velocity is running at {base}",
+            f"API key: {key}",
+        ]
+    else:
+        lines += [
+            f"Keys are shown only when made: {cli} key create {DEMO_USER}",
+            f"Velocity is running at {base}",
+        ]
+    return "\n".join(lines)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -109,12 +132,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return key
 
-    if settings.embedded:
-        key = _with_db(settings, ensure_demo)
-        if key:
-            _print_demo_banner(settings, key)
+    key = _with_db(settings, ensure_demo) if settings.embedded else None
     app = create_app(settings, run_worker=run_worker, recover=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    banner = _start_banner(settings, key)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                # After uvicorn's own lines, so the URL and the key end the output.
+                print(banner, flush=True)
+
+    Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")).run()
     return 0
 
 
