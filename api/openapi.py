@@ -32,6 +32,7 @@ METHODS = ("get", "put", "post", "delete", "patch")
 EXTRA_DESCRIPTIONS = {
     503: "Service unavailable (database or broker unreachable); retry after Retry-After",
 }
+RETRY_AFTER = {"schema": {"type": "integer"}, "description": "seconds to wait before retrying"}
 RANGE_PARAMETERS = [
     {
         "name": "Range",
@@ -139,6 +140,8 @@ def finish_openapi(schema: dict[str, Any]) -> dict[str, Any]:
             for status, response in responses.items():
                 if status.startswith(("4", "5")) or status == "default":
                     response["content"] = {"application/json": {"schema": ERROR_REF}}
+                if status in ("429", "503"):
+                    response["headers"] = {"Retry-After": RETRY_AFTER}
             if method == "get" and path.endswith("/download"):
                 heads["head"] = _finish_download(path, operation)
             elif path.endswith("/preview"):

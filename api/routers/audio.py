@@ -86,7 +86,9 @@ async def receive_audio(
     """Stream an audio upload into ``group`` (or the form's ``groupId``, or the default
     group) and queue its validation."""
     group_id = group.id if group else None
-    async with receive_upload(request, session, user, settings, storage) as upload:
+    # The group comes from the path (``/audio-asset-group/{id}/audio``) or the form.
+    fields = () if group is not None else ("groupId", "audioGroupId")
+    async with receive_upload(request, session, user, settings, storage, fields=fields) as upload:
         received = upload.file
         filename = display_name(received.filename, "audio")
         fmt, _media = _audio_format(filename, received.content_type)
@@ -117,7 +119,10 @@ async def receive_audio(
     response_model=AudioUploaded,
     summary="Upload audio (form field groupId optional: default group)",
     responses=error_responses(400, 401, 404, 413),
-    openapi_extra=upload_body(groupId="Audio asset group id (default: the Default group)"),
+    openapi_extra=upload_body(
+        groupId="Audio asset group id (default: the Default group)",
+        audioGroupId="Same as groupId (the reference's other name for it)",
+    ),
 )
 async def upload_audio(
     request: Request,

@@ -58,7 +58,9 @@ async def upload_template(
     storage: StorageDep,
 ) -> TemplateUploaded:
     """Stream the ZIP (multipart field ``file``) to storage and queue its processing."""
-    async with receive_upload(request, session, user, settings, storage) as upload:
+    async with receive_upload(
+        request, session, user, settings, storage, fields=("name",)
+    ) as upload:
         received = upload.file
         if not await anyio.to_thread.run_sync(zipfile.is_zipfile, received.path):
             raise BadRequest(

@@ -235,7 +235,12 @@ def upload_body(**text_fields: str) -> dict[str, Any]:
     properties.update(
         {name: {"type": "string", "description": text} for name, text in text_fields.items()}
     )
-    schema = {"type": "object", "required": ["file"], "properties": properties}
+    schema = {
+        "type": "object",
+        "required": ["file"],
+        "properties": properties,
+        "additionalProperties": False,
+    }
     return {
         "requestBody": {
             "required": True,

@@ -5,7 +5,9 @@ the OpenAPI document's promises."""
 
 from __future__ import annotations
 
+import io
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,19 @@ def test_unknown_fields_are_refused_on_every_json_endpoint(idle: tuple[Env, Any]
         assert f"'{bad}'" in detail, detail
         if hint:
             assert f"did you mean '{hint}'" in detail, detail
+    # Multipart uploads: the form's text fields are checked the same way.
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("data.json", "{}")
+    r = c.post(
+        "/template/upload",
+        headers=api_key(key),
+        files={"file": ("t.zip", archive.getvalue(), "application/zip")},
+        data={"nmae": "promo"},
+    )
+    assert r.status_code == 400 and "'nmae' (did you mean 'name'?)" in r.json()["detail"]
+    tmp = e.storage.root / "tmp"
+    assert not tmp.exists() or not list(tmp.iterdir())
     r = c.patch(f"/admin/users/{uid}", json={"maxConcurrent": 3}, headers={"X-Admin-Key": ADMIN})
     assert r.status_code == 400 and "did you mean 'maxConcurrentRenders'" in r.json()["detail"]
 
