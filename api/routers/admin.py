@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import ConfigDict, Field
 
 from api.auth import issue_key
@@ -179,7 +179,9 @@ async def create_key(user_id: uuid.UUID, session: SessionDep) -> KeyCreated:
     summary="Revoke an API key",
     responses=error_responses(404),
 )
-async def revoke_key(prefix: str, session: SessionDep) -> MessageResponse:
+async def revoke_key(
+    prefix: Annotated[str, Path(min_length=1, max_length=64)], session: SessionDep
+) -> MessageResponse:
     """Revoke the key with this visible prefix (``vel_`` + 8 characters)."""
     if not await accounts.revoke_api_key(session, prefix):
         raise NotFound(f"No active API key with prefix {prefix!r}")
