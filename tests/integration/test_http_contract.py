@@ -38,10 +38,14 @@ def template_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("http-templates")
 
 
-@pytest.fixture
-def idle(tmp_path: Path, template_cache: Path) -> Iterator[tuple[Env, Any]]:
-    """No worker threads (renders stay pending); CORS for ``ORIGIN``; admin API on."""
-    e = Env(tmp_path, template_cache, worker=False, cors_origins=ORIGIN, admin_key=ADMIN)
+@pytest.fixture(scope="module")
+def idle(
+    tmp_path_factory: pytest.TempPathFactory, template_cache: Path
+) -> Iterator[tuple[Env, Any]]:
+    """One service for the module (each test uses its own account): no worker threads
+    (renders stay pending); CORS for ``ORIGIN``; admin API on."""
+    tmp = tmp_path_factory.mktemp("http-contract")
+    e = Env(tmp, template_cache, worker=False, cors_origins=ORIGIN, admin_key=ADMIN)
     with LiveServer(e.app) as server, client_for(server.url) as client:
         yield e, client
 
@@ -66,7 +70,7 @@ def test_unknown_render_fields_are_400_naming_the_field_and_the_likely_one(
     idle: tuple[Env, Any], change: dict[str, Any], named: str, suggested: str
 ) -> None:
     e, c = idle
-    uid, key = e.user("typo")
+    uid, key = e.user(f"typo-{named}")
     tid = e.template(uid, frames=6)
     body = render_body(tid)
     if "template_id" in change:
