@@ -1,6 +1,7 @@
 """The reference's JavaScript examples against a live service: fetch and axios under Node,
 and the fetch upload from a page of another origin in headless Chromium (Debian's package,
-no browser download). axios is installed by npm into a cache outside the repository.
+no browser download); and a TypeScript client generated from ``/openapi.json``. npm
+packages are installed into a cache outside the repository.
 
 Node, npm and Chromium come from ``scripts/system-deps.sh``; where one is missing the test
 skips locally and fails under ``CI``.
@@ -47,15 +48,21 @@ def need(tool: str) -> str:
     return path
 
 
+# axios for the reference's examples; a TypeScript client generator, the compiler and Node's
+# type definitions for the generated-TypeScript-client test.
+NPM_PACKAGES = ["axios@1", "@hey-api/openapi-ts@0.95.0", "typescript@5.9", "@types/node@20"]
+
+
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
-    """``axios`` installed with npm into a cache directory outside the repository."""
+    """The npm packages above, installed into a cache directory outside the repository."""
     npm = need("npm")
     modules = NPM_CACHE / "node_modules"
-    if not (modules / "axios" / "package.json").is_file():
+    wanted = ["axios", "@hey-api/openapi-ts", "typescript", "@types/node"]
+    if not all((modules / name / "package.json").is_file() for name in wanted):
         NPM_CACHE.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
-            [npm, "install", "--prefix", str(NPM_CACHE), "axios@1", "--no-audit", "--no-fund"],
+            [npm, "install", "--prefix", str(NPM_CACHE), *NPM_PACKAGES, "--no-audit", "--no-fund"],
             capture_output=True,
             text=True,
             timeout=300,
@@ -161,3 +168,75 @@ def test_reference_fetch_upload_from_a_page_of_another_origin_in_chromium(
         "contentLength": "4",
         "bytes": list(demo_zip.read_bytes()[:4]),
     }
+
+
+def test_generated_typescript_client_works_unedited(
+    live: Any, node_modules: Path, demo_zip: Path, tmp_path: Path
+) -> None:
+    """@hey-api/openapi-ts generates a client from ``/openapi.json``; it compiles with
+    ``tsc --strict`` together with a script that uploads, renders, downloads and reads an
+    error, and the script runs under Node."""
+    node = need("node")
+    url, key, _origin = live
+    work = tmp_path / "ts"
+    work.mkdir()
+    spec = json.loads(fetch_text(f"{url}/openapi.json"))
+    (work / "openapi.json").write_text(json.dumps(spec))
+    shutil.copy(JS / "generated_ts_client.ts", work / "generated_ts_client.ts")
+    bin_dir = node_modules / ".bin"
+    steps = [
+        [node, str(bin_dir / "openapi-ts"), "-i", "openapi.json", "-o", "gen"],
+        [
+            node,
+            str(bin_dir / "tsc"),
+            "--strict",
+            "--target",
+            "es2022",
+            "--module",
+            "commonjs",
+            "--moduleResolution",
+            "node",
+            "--lib",
+            "es2022,dom",
+            "--types",
+            "node",
+            "--typeRoots",
+            str(node_modules / "@types"),
+            "--skipLibCheck",
+            "--outDir",
+            "out",
+            "generated_ts_client.ts",
+        ],
+    ]
+    for step in steps:
+        done = subprocess.run(
+            step, cwd=work, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert done.returncode == 0, (step[1], done.stdout[-3000:], done.stderr[-3000:])
+    done = subprocess.run(
+        [node, "out/generated_ts_client.js", url, key, str(demo_zip)],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.stdout.strip(), done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, seen
+    assert seen["upload"]["status"] == 200 and seen["templateStatus"] == "completed", seen
+    assert seen["render"]["status"] == 200, seen
+    assert seen["renderStatus"]["status"] == "completed", seen
+    assert seen["download"] == {
+        "status": 200,
+        "size": seen["renderStatus"]["sizeBytes"],
+        "ftyp": "ftyp",
+    }
+    assert seen["missing"] == {"status": 404, "code": "not_found"}
+
+
+def fetch_text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return str(response.read().decode())
