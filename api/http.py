@@ -108,7 +108,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] != "http.request":
                 # Client went away: let the app see the disconnect.
-                await self.app(scope, _replay(chunks, message), send)
+                await self.app(scope, _replay(chunks, message, receive), send)
                 return
             chunk = bytes(message.get("body", b""))
             size += len(chunk)
@@ -123,7 +123,7 @@ class BodySizeLimit:
             if field is not None:
                 await _send_error(send, 400, field, "invalid_request")
                 return
-        await self.app(scope, _replay([body], None), send)
+        await self.app(scope, _replay([body], None, receive), send)
 
 
 # Python refuses to parse integers longer than this (CVE-2020-10735), and FastAPI would then
@@ -174,7 +174,7 @@ def _huge_number_field(body: bytes) -> str | None:
     return None
 
 
-def _replay(chunks: list[bytes], last: Message | None) -> Receive:
+def _replay(chunks: list[bytes], last: Message | None, upstream: Receive) -> Receive:
     body = b"".join(chunks)
     sent = False
 
@@ -185,8 +185,8 @@ def _replay(chunks: list[bytes], last: Message | None) -> Receive:
             if last is not None:
                 return last
             return {"type": "http.request", "body": body, "more_body": False}
-        # After the body, the only thing left to wait for is the client going away.
-        return {"type": "http.disconnect"}
+        # After the body, the only message left is the client going away: wait for it.
+        return await upstream()
 
     return receive
 
