@@ -336,3 +336,17 @@ def test_openapi_document_promises(idle: tuple[Env, Any]) -> None:
             assert "206" in item["get"]["responses"] and "416" in item["get"]["responses"]
     assert "429" in doc["paths"]["/render/batch"]["post"]["responses"]
     assert "402" in doc["paths"]["/render"]["post"]["responses"]
+
+
+def test_quota_refusal_quotes_the_uploads_real_size(idle: tuple[Env, Any]) -> None:
+    e, c = idle
+    _uid, key = e.user("tiny", quota_mb=1)
+    payload = b"\0" * 3_500_000
+    r = c.post(
+        "/template/upload",
+        headers=api_key(key),
+        files={"file": ("big.zip", payload, "application/zip")},
+    )
+    assert r.status_code == 400 and r.json()["code"] == "storage_quota_exceeded", r.text
+    # The size comes from Content-Length, not from the bytes read before the refusal.
+    assert "needs 3.5 MB" in r.json()["detail"], r.text
