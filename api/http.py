@@ -235,7 +235,7 @@ class HeadAsGet:
 
 def cors_origins(settings: Settings) -> list[str]:
     """The allowed origins of ``VELOCITY_CORS_ORIGINS`` (comma-separated; ``*`` any)."""
-    raw = getattr(settings, "cors_origins", "") or ""
+    raw = settings.cors_origins or ""
     return [o.strip().rstrip("/") for o in raw.split(",") if o.strip()]
 
 
