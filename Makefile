@@ -8,13 +8,18 @@ STAMP_BENCH := $(VENV)/.stamp-bench
 
 .PHONY: run test check bench demo system-deps clean
 
+# pip's output (and setuptools' warnings) go to a log shown only on failure, so the last
+# lines of `make run` are the service's URL and key.
+PIP_QUIET = > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q --upgrade pip $(PIP_QUIET)
 
 $(STAMP_RUN): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
-	touch $@
+	@echo "installing Velocity into $(VENV) (log: $(VENV)/pip.log)"
+	@$(BIN)/pip install -q -e . $(PIP_QUIET)
+	@touch $@
 
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
@@ -28,8 +33,11 @@ $(STAMP_BENCH): pyproject.toml | $(BIN)/python
 system-deps:
 	@bash scripts/system-deps.sh
 
-run: $(STAMP_RUN)
-	$(BIN)/velocity serve
+var/fixtures/demo.zip: | $(STAMP_RUN)
+	@$(BIN)/python fixtures/make_fixtures.py demo var/fixtures > /dev/null
+
+run: $(STAMP_RUN) var/fixtures/demo.zip
+	@$(BIN)/velocity serve
 
 demo: $(STAMP_RUN)
 	$(BIN)/python fixtures/make_fixtures.py demo var/fixtures

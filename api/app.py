@@ -16,8 +16,11 @@ from typing import Any
 import anyio
 import dramatiq
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api.errors import install_error_handlers
+from api.http import install_http_middleware
+from api.openapi import install_openapi, operation_id
 from jobs.db import Database, create_database
 from jobs.settings import Settings
 from jobs.storage import Storage
@@ -180,7 +183,8 @@ def create_app(
                 await anyio.to_thread.run_sync(svc.stop_worker)
             await svc.db.dispose()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from assets in the fastapi-offline package: /docs works air-gapped.
+    app = FastAPIOffline(
         title="Velocity",
         version="1.0",
         summary="Self-hostable video template rendering",
@@ -189,6 +193,9 @@ def create_app(
             "with the `X-API-Key` header. Errors are `{detail, code}`."
         ),
         lifespan=lifespan,
+        # Operation ids are the handlers' names (``create_render``), which generated
+        # clients turn into their method names.
+        generate_unique_id_function=operation_id,
     )
     app.state.service = svc
     app.state.settings = settings
@@ -223,4 +230,6 @@ def create_app(
         return cache["v"]
 
     app.add_middleware(CaseInsensitivePaths, static_segments=segments)
+    install_http_middleware(app, settings)
+    install_openapi(app)
     return app

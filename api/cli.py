@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from jobs.settings import Settings
@@ -95,17 +96,33 @@ def _remembered_demo_key(settings: Settings) -> str | None:
     return key if key and _with_db(settings, check) else None
 
 
+def _velocity_command() -> str:
+    """How to call this CLI from the current shell: ``velocity`` when it is on PATH, else the
+    path of the script that is running (``.venv/bin/velocity``)."""
+    import shutil
+
+    if shutil.which("velocity"):
+        return "velocity"
+    here = Path(sys.argv[0])
+    try:
+        return str(here.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
+
+
 def _start_banner(base: str, key: str | None, created: bool) -> str:
     """What `velocity serve` prints once it listens; the console URL and key come last."""
     lines = ["", "Velocity is ready."]
     if created:
         lines.append(f"Created user '{DEMO_USER}' with the API key below.")
     shown = key or "<your key>"
+    demo_zip = Path("var/fixtures/demo.zip")
+    archive = demo_zip if demo_zip.is_file() else Path("template.zip")
     lines += [
         "",
         "Try the API:",
         f"    curl {base}/health",
-        f'    curl -H "X-API-Key: {shown}" -F "file=@template.zip" {base}/template/upload',
+        f'    curl -H "X-API-Key: {shown}" -F "file=@{archive}" {base}/template/upload',
         f"API docs: {base}/docs",
         "",
         f"Console: {base}/",
@@ -113,7 +130,7 @@ def _start_banner(base: str, key: str | None, created: bool) -> str:
     if key:
         lines.append(f"API key: {key}")
     else:
-        lines.append(f"API key: make one with `velocity key create {DEMO_USER}` (or user create)")
+        lines.append(f"API key: make one with `{_velocity_command()} key create {DEMO_USER}`")
     return "\n".join(lines) + "\n"
 
 

@@ -22,9 +22,17 @@ from jobs.models import User
 from jobs.settings import Settings
 from jobs.storage import Storage
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your API key")
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="ApiKeyAuth",
+    auto_error=False,
+    description="Your API key (`vel_...`), in the X-API-Key header (not Authorization)",
+)
 admin_key_header = APIKeyHeader(
-    name="X-Admin-Key", auto_error=False, description="VELOCITY_ADMIN_KEY"
+    name="X-Admin-Key",
+    scheme_name="AdminKeyAuth",
+    auto_error=False,
+    description="VELOCITY_ADMIN_KEY",
 )
 
 
@@ -59,7 +67,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def current_user(
-    session: SessionDep, key: Annotated[str | None, Depends(api_key_header)]
+    request: Request, session: SessionDep, key: Annotated[str | None, Depends(api_key_header)]
 ) -> User:
     """The user of the ``X-API-Key`` header.
 
@@ -67,6 +75,12 @@ async def current_user(
         Unauthorized: the header is missing, or the key is unknown or revoked.
     """
     if not key:
+        if request.headers.get("authorization", "").lower().startswith("bearer"):
+            # Generated clients often default to a Bearer token.
+            raise Unauthorized(
+                "Send the API key in the X-API-Key header; Authorization: Bearer is not used",
+                "missing_api_key",
+            )
         raise Unauthorized("Missing X-API-Key header", "missing_api_key")
     user = await authenticate(session, key.strip())
     if user is None:

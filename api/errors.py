@@ -124,9 +124,30 @@ def validation_detail(exc: RequestValidationError) -> str:
             )
             continue
         if err.get("type") == "missing":
-            msg = "is required"
+            messages.append(f"{_field_name(loc)} is required")
+            continue
+        elif err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        msg = msg.removeprefix("Value error, ")
         messages.append(f"{_field_name(loc)}: {msg}")
     return "; ".join(messages) or "invalid request"
+
+
+# Validation errors inside these request fields get the code the service's own checks of
+# the same field use, so a client sees one code per field whatever layer caught it.
+FIELD_CODES = {
+    "encoderConfig": "invalid_encoder_config",
+    "customizationMap": "invalid_customization",
+}
+
+
+def validation_code(exc: RequestValidationError) -> str:
+    """The machine code of a request validation error (``invalid_request`` by default)."""
+    for err in exc.errors()[:1]:
+        for part in err.get("loc", ()):
+            if part in FIELD_CODES:
+                return FIELD_CODES[part]
+    return "invalid_request"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -138,7 +159,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body(validation_detail(exc), "invalid_request"), 400)
+        return JSONResponse(error_body(validation_detail(exc), validation_code(exc)), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

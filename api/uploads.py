@@ -11,7 +11,7 @@ rows are gone for good.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,19 @@ class ReceivedForm:
 
     file: ReceivedFile | None
     fields: dict[str, str] = field(default_factory=dict)
+
+
+def unknown_form_fields(unknown: Sequence[str], known: Sequence[str]) -> str:
+    """The message for form fields an upload endpoint does not take."""
+    from api.schemas.common import suggest_field
+
+    names = ["file", *known]
+    parts = []
+    for name in unknown[:5]:
+        text = name[:64]
+        hint = suggest_field(text, names)
+        parts.append(f"'{text}' (did you mean '{hint}'?)" if hint else f"'{text}'")
+    return f"unknown form field {', '.join(parts)}; known fields: {', '.join(names)}"
 
 
 def quota_error(needed: int, available: int) -> BadRequest:
@@ -164,7 +177,10 @@ async def receive_multipart(
             "invalid_request",
         )
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > max_bytes + _SLACK:
+    # What the upload will amount to: the declared length (file plus a little multipart
+    # framing) when given, so a quota message quotes the real size, not what arrived so far.
+    declared = int(length) if length and length.isdigit() else 0
+    if declared > max_bytes + _SLACK:
         raise too_large(max_bytes)
 
     collector = _Collector(file_field, tmp_path)
@@ -201,7 +217,7 @@ async def receive_multipart(
                     if written > max_bytes:
                         raise too_large(max_bytes)
                     if available_bytes is not None and written > available_bytes:
-                        raise quota_error(written, available_bytes)
+                        raise quota_error(max(written, declared), available_bytes)
                     await handle.write(data)
             parser.finalize()
         except ClientDisconnect:
@@ -276,7 +292,13 @@ class Upload:
 
 @asynccontextmanager
 async def receive_upload(
-    request: Request, session: Any, user: Any, settings: Any, storage: Any
+    request: Request,
+    session: Any,
+    user: Any,
+    settings: Any,
+    storage: Any,
+    *,
+    fields: Sequence[str] = (),
 ) -> AsyncIterator[Upload]:
     """Stream an upload (``stream_upload``) and hold it while the caller accepts it.
 
@@ -284,14 +306,21 @@ async def receive_upload(
     enqueues its job and ends with ``upload.keep(relative)``. Whatever fails inside the
     block, neither the temp file nor the moved file is left behind.
 
+    ``fields`` are the text form fields the endpoint takes besides the file; any other is
+    refused, naming it and the known field it resembles, as in JSON bodies.
+
     Raises:
-        BadRequest: ``invalid_file_format`` for an empty file, and as ``stream_upload``.
+        BadRequest: ``invalid_file_format`` for an empty file, ``invalid_request`` for an
+            unknown form field, and as ``stream_upload``.
         PayloadTooLarge: as ``stream_upload``.
     """
     form = await stream_upload(request, session, user, settings, storage)
     assert form.file is not None
     upload = Upload(form, form.file, session, storage)
     try:
+        unknown = [name for name in form.fields if name not in fields]
+        if unknown:
+            raise BadRequest(unknown_form_fields(unknown, list(fields)), "invalid_request")
         if upload.file.size == 0:
             raise BadRequest("The uploaded file is empty", "invalid_file_format")
         yield upload

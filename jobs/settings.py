@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     segment_cache_dir: Path | None = None
     # HMAC key of signed download links; unset: a random one kept in the storage dir.
     signing_secret: str | None = Field(default=None, min_length=16)
+    # Comma-separated origins allowed by CORS ("*" for any); empty: CORS off.
+    cors_origins: str = ""
+    # JSON (non-multipart) request bodies larger than this answer 413.
+    max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
     @field_validator("broker_url", "admin_key", "signing_secret", mode="before")
     @classmethod

@@ -18,6 +18,10 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/n
 # Headless browser for the console's end-to-end test (tests/e2e/test_console_browser.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+# The real-client tests: the reference's JavaScript examples under Node (axios from npm) and
+# in headless Chromium (Debian's package; no browser download).
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${need[*]}"

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter
-from pydantic import Field
+from fastapi import APIRouter, Path
+from pydantic import ConfigDict, Field
 
 from api.auth import issue_key
 from api.deps import AdminDep, SessionDep, SettingsDep
 from api.errors import BadRequest, Conflict, NotFound
-from api.schemas.common import ApiModel, MessageResponse, UtcDateTime, error_responses, examples
+from api.schemas.common import (
+    ApiModel,
+    MessageResponse,
+    RequestModel,
+    UtcDateTime,
+    error_responses,
+    examples,
+)
 from jobs.models import ApiKey, Asset, Audio, JobStatus, Template, User
 from jobs.models.render import Render
 from jobs.quota import MB
@@ -37,24 +44,35 @@ USER_EXAMPLE: dict[str, Any] = {
     "maxConcurrentRenders": 10,
     "createdAt": "2024-01-15T10:30:00Z",
 }
+# Ceilings that keep every stored figure far inside a 64-bit integer (and the SQLite INTEGER
+# the embedded mode stores it in): 1 EB of quota, ~3,000 years of render time.
+MAX_QUOTA_MB = 10**12
+MAX_RENDER_BUDGET_MS = 10**14
+MAX_CONCURRENT = 100_000
 KEY_EXAMPLE = "vel_Ab12Cd34_8rT3kq0ZpW6yXvN1mL5sJ2hF9gD4cB7a"
 
 
-class UserCreate(ApiModel):
+class UserCreate(RequestModel):
     model_config = examples({"name": "alice", "quotaMB": 5000, "renderBudgetMs": 3600000})
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
-    quota_mb: int | None = Field(default=None, alias="quotaMB", ge=0)
-    render_budget_ms: int | None = Field(default=None, ge=0)
-    max_concurrent_renders: int | None = Field(default=None, ge=1)
+    quota_mb: int | None = Field(default=None, alias="quotaMB", ge=0, le=MAX_QUOTA_MB)
+    render_budget_ms: int | None = Field(default=None, ge=0, le=MAX_RENDER_BUDGET_MS)
+    max_concurrent_renders: int | None = Field(default=None, ge=1, le=MAX_CONCURRENT)
 
 
-class UserUpdate(ApiModel):
-    model_config = examples({"quotaMB": 10000, "maxConcurrentRenders": 4})
+class UserUpdate(RequestModel):
+    # At least one field: an empty update is refused (400), and the schema says so.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"quotaMB": 10000, "maxConcurrentRenders": 4}],
+            "minProperties": 1,
+        }
+    )
 
-    quota_mb: int | None = Field(default=None, alias="quotaMB", ge=0)
-    render_budget_ms: int | None = Field(default=None, ge=0)
-    max_concurrent_renders: int | None = Field(default=None, ge=1)
+    quota_mb: int | None = Field(default=None, alias="quotaMB", ge=0, le=MAX_QUOTA_MB)
+    render_budget_ms: int | None = Field(default=None, ge=0, le=MAX_RENDER_BUDGET_MS)
+    max_concurrent_renders: int | None = Field(default=None, ge=1, le=MAX_CONCURRENT)
 
 
 class UserDto(ApiModel):
@@ -161,7 +179,9 @@ async def create_key(user_id: uuid.UUID, session: SessionDep) -> KeyCreated:
     summary="Revoke an API key",
     responses=error_responses(404),
 )
-async def revoke_key(prefix: str, session: SessionDep) -> MessageResponse:
+async def revoke_key(
+    prefix: Annotated[str, Path(min_length=1, max_length=64)], session: SessionDep
+) -> MessageResponse:
     """Revoke the key with this visible prefix (``vel_`` + 8 characters)."""
     if not await accounts.revoke_api_key(session, prefix):
         raise NotFound(f"No active API key with prefix {prefix!r}")

@@ -11,7 +11,14 @@ from fastapi import APIRouter, Query, Request, Response
 from api.deps import SessionDep, SettingsDep, StorageDep, UserDep
 from api.downloads import file_response
 from api.errors import BadRequest, NotFound
-from api.schemas.common import MessageResponse, error_responses, history_statuses, upload_body
+from api.schemas.common import (
+    MAX_SKIP,
+    MessageResponse,
+    error_responses,
+    history_statuses,
+    status_query,
+    upload_body,
+)
 from api.schemas.library import AudioDto, AudioJobDto, AudioListItem, AudioUploaded
 from api.signing import AudioDownloadUser
 from api.uploads import commit_and_remove, display_name, receive_upload, reserve_upload
@@ -80,7 +87,9 @@ async def receive_audio(
     """Stream an audio upload into ``group`` (or the form's ``groupId``, or the default
     group) and queue its validation."""
     group_id = group.id if group else None
-    async with receive_upload(request, session, user, settings, storage) as upload:
+    # The group comes from the path (``/audio-asset-group/{id}/audio``) or the form.
+    fields = () if group is not None else ("groupId", "audioGroupId")
+    async with receive_upload(request, session, user, settings, storage, fields=fields) as upload:
         received = upload.file
         filename = display_name(received.filename, "audio")
         fmt, _media = _audio_format(filename, received.content_type)
@@ -111,7 +120,10 @@ async def receive_audio(
     response_model=AudioUploaded,
     summary="Upload audio (form field groupId optional: default group)",
     responses=error_responses(400, 401, 404, 413),
-    openapi_extra=upload_body(groupId="Audio asset group id (default: the Default group)"),
+    openapi_extra=upload_body(
+        groupId="Audio asset group id (default: the Default group)",
+        audioGroupId="Same as groupId (the reference's other name for it)",
+    ),
 )
 async def upload_audio(
     request: Request,
@@ -142,8 +154,8 @@ async def active_audio(user: UserDep, session: SessionDep) -> list[AudioJobDto]:
 async def audio_history(
     user: UserDep,
     session: SessionDep,
-    status: Annotated[str | None, Query(description="'completed' or 'failed'")] = None,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    status: Annotated[str | None, status_query("completed", "failed")] = None,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     take: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> list[AudioJobDto]:
     """Completed and failed audio jobs, newest first."""
@@ -162,7 +174,7 @@ async def list_audio(
     *,
     user: UserDep,
     session: SessionDep,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     take: Annotated[int, Query(ge=1, le=100)] = 100,
     search: Annotated[str | None, Query(max_length=200)] = None,
     group_id: Annotated[uuid.UUID | None, Query(alias="groupId")] = None,
@@ -172,7 +184,7 @@ async def list_audio(
         session, user.id, search=search, group_id=group_id, skip=skip, take=take
     )
     return [
-        AudioListItem(**AudioDto.of(a).model_dump(by_alias=False), group_name=g.name)
+        AudioListItem(**AudioDto.of(a).model_dump(by_alias=False), group_id=g.id, group_name=g.name)
         for a, g in rows
     ]
 

@@ -96,7 +96,7 @@ async def create_template_instance(
             campaign_id,
             template_id=body.template_id,
             name=body.name,
-            customization_map=list(body.customization_map),
+            customization_map=[entry.wire() for entry in body.customization_map],
         )
     except RenderRefused as err:
         raise to_app_error(err) from None

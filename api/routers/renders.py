@@ -11,7 +11,7 @@ import asyncio
 import re
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request, Response
@@ -26,7 +26,13 @@ from api.errors import (
     PaymentRequired,
     TooManyRequests,
 )
-from api.schemas.common import MessageResponse, error_responses
+from api.schemas.common import (
+    MAX_SKIP,
+    MessageResponse,
+    error_responses,
+    status_filter,
+    status_query,
+)
 from api.schemas.renders import (
     RenderBatchCreated,
     RenderBatchRequest,
@@ -56,9 +62,15 @@ _ERRORS: dict[str, type[AppError]] = {
 }
 
 
+# Seconds a 429 asks the client to wait: about the time a short render takes to finish.
+RETRY_AFTER_S = 10
+
+
 def to_app_error(err: RenderRefused) -> AppError:
-    """The API error for a store refusal (same detail and code)."""
-    return _ERRORS[err.kind](err.detail, err.code)
+    """The API error for a store refusal (same detail and code); 429 carries
+    ``Retry-After``."""
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if err.kind == "too_many" else None
+    return _ERRORS[err.kind](err.detail, err.code, headers=headers)
 
 
 async def _submit(
@@ -119,7 +131,7 @@ async def _list(
 async def all_renders(
     session: SessionDep,
     user: UserDep,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     take: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> list[RenderDto]:
     """The account's completed renders, newest first."""
@@ -140,12 +152,12 @@ async def active_renders(session: SessionDep, user: UserDep) -> list[RenderJob]:
 async def render_history(
     session: SessionDep,
     user: UserDep,
-    status: Annotated[Literal["completed", "failed", "cancelled"] | None, Query()] = None,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    status: Annotated[str | None, status_query("completed", "failed", "cancelled")] = None,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     take: Annotated[int, Query(ge=1, le=200)] = 100,
 ) -> list[RenderJob]:
     """Completed, failed and cancelled renders, newest first; ``status`` filters."""
-    statuses = (JobStatus(status),) if status else TERMINAL
+    statuses = tuple(status_filter(status, {s.value: s for s in TERMINAL}))
     rows = await _list(session, user, statuses, skip, take)
     return [RenderJob.of(r) for r in rows]
 

@@ -15,10 +15,12 @@ from api.deps import SessionDep, SettingsDep, StorageDep, UserDep
 from api.downloads import file_response
 from api.errors import BadRequest, Conflict, NotFound
 from api.schemas.common import (
+    MAX_SKIP,
     MessageResponse,
     StorageStatus,
     error_responses,
     history_statuses,
+    status_query,
     upload_body,
 )
 from api.schemas.library import (
@@ -57,7 +59,9 @@ async def upload_template(
     storage: StorageDep,
 ) -> TemplateUploaded:
     """Stream the ZIP (multipart field ``file``) to storage and queue its processing."""
-    async with receive_upload(request, session, user, settings, storage) as upload:
+    async with receive_upload(
+        request, session, user, settings, storage, fields=("name",)
+    ) as upload:
         received = upload.file
         if not await anyio.to_thread.run_sync(zipfile.is_zipfile, received.path):
             raise BadRequest(
@@ -104,8 +108,8 @@ async def active_templates(user: UserDep, session: SessionDep) -> list[TemplateJ
 async def template_history(
     user: UserDep,
     session: SessionDep,
-    status: Annotated[str | None, Query(description="'completed' or 'failed'")] = None,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    status: Annotated[str | None, status_query("completed", "failed")] = None,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     take: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> list[TemplateJobDto]:
     """Completed and failed template jobs, newest first."""
@@ -165,8 +169,9 @@ async def template_detail(
     return TemplateDetail(
         id=template.id,
         name=template.name,
-        status=template.status.value,
-        size_bytes=template.size_bytes,
+        status=template.status,
+        size_bytes=template.zip_bytes,
+        storage_bytes=template.size_bytes,
         created_at=template.created_at,
         manifest=template.manifest,
     )
@@ -275,7 +280,7 @@ async def preview_template(
     user: UserDep,
     session: SessionDep,
     storage: StorageDep,
-    frame: Annotated[int, Query(ge=0)] = 0,
+    frame: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Response:
     """Frame ``frame`` of the template without customisations."""
     return await _preview(
@@ -295,14 +300,14 @@ async def preview_template_custom(
     user: UserDep,
     session: SessionDep,
     storage: StorageDep,
-    frame: Annotated[int | None, Query(ge=0)] = None,
+    frame: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
 ) -> Response:
     """Frame ``frame`` (query or body) with a ``customizationMap`` applied."""
     index = frame if frame is not None else body.frame
     return await _preview(
         template_id,
         index,
-        customization_map=body.customization_map,
+        customization_map=[entry.wire() for entry in body.customization_map],
         user=user,
         session=session,
         storage=storage,

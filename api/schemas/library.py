@@ -11,8 +11,16 @@ from typing import Any
 
 from pydantic import Field
 
-from api.schemas.common import ApiModel, OptionalUtcDateTime, UtcDateTime, examples, status_text
-from jobs.models import Asset, Audio, AudioGroup, AudioJob, Template, TemplateJob
+from api.schemas.common import (
+    ApiModel,
+    OptionalUtcDateTime,
+    RequestModel,
+    UtcDateTime,
+    examples,
+    status_text,
+)
+from api.schemas.renders import CustomizationMap
+from jobs.models import Asset, Audio, AudioGroup, AudioJob, JobStatus, Template, TemplateJob
 
 # The reference's example ids.
 ID_1 = "123e4567-e89b-12d3-a456-426614174000"
@@ -45,18 +53,28 @@ class TemplateDto(ApiModel):
             "id": ID_1,
             "name": "Product Promo",
             "sizeBytes": 52428800,
+            "storageBytes": 61865984,
             "createdAt": "2024-01-15T10:30:00Z",
         }
     )
 
     id: uuid.UUID
     name: str
-    size_bytes: int
+    size_bytes: int = Field(description="size of the uploaded ZIP (what a download returns)")
+    storage_bytes: int = Field(
+        description="storage the template uses against the quota: the ZIP plus its extracted files"
+    )
     created_at: UtcDateTime
 
     @classmethod
     def of(cls, t: Template) -> TemplateDto:
-        return cls(id=t.id, name=t.name, size_bytes=t.size_bytes, created_at=t.created_at)
+        return cls(
+            id=t.id,
+            name=t.name,
+            size_bytes=t.zip_bytes,
+            storage_bytes=t.size_bytes,
+            created_at=t.created_at,
+        )
 
 
 class TemplateJobDto(ApiModel):
@@ -90,7 +108,7 @@ class TemplateJobDto(ApiModel):
     job_id: uuid.UUID
     template_id: uuid.UUID
     template_name: str
-    status: str = Field(examples=["processing"])
+    status: JobStatus = Field(examples=["processing"])
     stage: str = Field(examples=["extracting"])
     created_at: UtcDateTime
     completed_at: OptionalUtcDateTime = None
@@ -113,6 +131,7 @@ class TemplateDetail(ApiModel):
             "name": "Product Promo",
             "status": "completed",
             "sizeBytes": 52428800,
+            "storageBytes": 61865984,
             "createdAt": "2024-01-15T10:30:00Z",
             "manifest": {
                 "name": "Product Promo",
@@ -142,13 +161,14 @@ class TemplateDetail(ApiModel):
 
     id: uuid.UUID
     name: str
-    status: str
-    size_bytes: int
+    status: JobStatus
+    size_bytes: int = Field(description="size of the uploaded ZIP")
+    storage_bytes: int = Field(description="storage used: the ZIP plus its extracted files")
     created_at: UtcDateTime
     manifest: dict[str, Any]
 
 
-class PreviewRequest(ApiModel):
+class PreviewRequest(RequestModel):
     """A frame to preview and the ``customizationMap`` to apply (as in ``POST /render``)."""
 
     model_config = examples(
@@ -161,8 +181,8 @@ class PreviewRequest(ApiModel):
         }
     )
 
-    frame: int = Field(default=0, ge=0)
-    customization_map: list[dict[str, Any]] = Field(default_factory=list)
+    frame: int = Field(default=0, ge=0, le=2**31 - 1)
+    customization_map: CustomizationMap = Field(default_factory=list)
 
 
 class AudioGroupDto(ApiModel):
@@ -179,7 +199,7 @@ class AudioGroupDto(ApiModel):
         return cls(id=g.id, name=g.name, created_at=g.created_at)
 
 
-class AudioGroupCreate(ApiModel):
+class AudioGroupCreate(RequestModel):
     model_config = examples({"name": "Background music"})
 
     name: str = Field(min_length=1, max_length=255)
@@ -210,7 +230,7 @@ class AudioDto(ApiModel):
     size_bytes: int
     created_at: UtcDateTime
     original_format: str
-    status: str
+    status: JobStatus
     duration_seconds: float | None = None
 
     @classmethod
@@ -242,8 +262,11 @@ class AudioGroupDetail(AudioGroupDto):
 
 
 class AudioListItem(AudioDto):
-    model_config = examples({**AUDIO_EXAMPLE, "groupName": "Background music"})
+    """An ``/audio/list`` item: the audio with its group (``groupId``, ``groupName``)."""
 
+    model_config = examples({**AUDIO_EXAMPLE, "groupId": ID_1, "groupName": "Background music"})
+
+    group_id: uuid.UUID
     group_name: str
 
 
@@ -260,7 +283,7 @@ class AudioUploaded(ApiModel):
     audio_id: uuid.UUID
     job_id: uuid.UUID
     audio_group_id: uuid.UUID
-    status: str = Field(examples=["processing"])
+    status: JobStatus = Field(examples=["processing"])
 
 
 class AudioJobDto(ApiModel):
@@ -298,7 +321,7 @@ class AudioJobDto(ApiModel):
     audio_asset_group_id: uuid.UUID
     audio_group_id: uuid.UUID
     audio_name: str
-    status: str
+    status: JobStatus
     created_at: UtcDateTime
     completed_at: OptionalUtcDateTime = None
     reason: str | None = None
@@ -320,7 +343,7 @@ class AssetUploaded(ApiModel):
     model_config = examples({"assetId": ASSET_ID, "status": "processing"})
 
     asset_id: uuid.UUID
-    status: str = Field(examples=["processing"])
+    status: JobStatus = Field(examples=["processing"])
 
 
 class AssetStatusDto(ApiModel):
@@ -343,7 +366,7 @@ class AssetStatusDto(ApiModel):
     asset_id: uuid.UUID
     name: str
     kind: str | None
-    status: str
+    status: JobStatus
     size_bytes: int
     created_at: UtcDateTime
     completed_at: OptionalUtcDateTime = None

@@ -3,36 +3,126 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from api.schemas.common import (
     ApiModel,
     OptionalUtcDateTime,
+    RequestModel,
+    StrictFields,
     UtcDateTime,
     examples,
-    status_text,
 )
 from jobs.models.base import JobStatus
 from jobs.models.render import Campaign, Render, TemplateInstance
 from jobs.store.render_base import TERMINAL
 from jobs.store.render_submission import MAX_BATCH, RenderSpec
+from renderer import encoder_config as _encoder
+
+MAX_CUSTOMIZATIONS = 1000
+MAX_TEXT = 10_000
+MAX_LOTTIE_TEXTS = 200
 
 _ENCODER_EXAMPLE = {"bitrate": 5_000_000, "codec": 0, "preset": 2}
 _RENDER_ID = "123e4567-e89b-12d3-a456-426614174000"
 _TEMPLATE_ID = "550e8400-e29b-41d4-a716-446655440000"
 
 
-class JobInfo(ApiModel):
-    """Half-open template frame range ``[fStart, fEnd)``."""
+class JobInfo(RequestModel):
+    """Half-open template frame range ``[fStart, fEnd)`` in template frames; ``fStart <
+    fEnd``. Defaults: the whole template."""
 
-    f_start: int | None = Field(default=None, alias="fStart", ge=0, examples=[0])
-    f_end: int | None = Field(default=None, alias="fEnd", ge=0, examples=[300])
+    f_start: int | None = Field(
+        default=None, alias="fStart", ge=0, le=2**31 - 1, examples=[0], description="first frame"
+    )
+    f_end: int | None = Field(
+        default=None,
+        alias="fEnd",
+        ge=0,
+        le=2**31 - 1,
+        examples=[300],
+        description="frame after the last one (exclusive)",
+    )
 
 
-class RenderRequest(ApiModel):
+class EncoderConfig(StrictFields, _encoder.EncoderConfig):
+    """``EncoderConfig`` (SPEC section 6). ``bitrate`` is bits per second and required.
+    ``codec``: 0 H.264, 1 H.265, 2 AV1. ``preset``: 0 slowest/smallest ... 5 fastest/largest.
+    ``rc``: 0 CBR, 1 VBR, 2 CQP (with ``qp``), 3 CRF (with ``crf``). ``gop``: frames between
+    keyframes; ``idr``: frames between IDR frames, a multiple of ``gop``. ``profile`` and
+    ``level`` use FFmpeg's numbering (H.264 profiles 66, 77, 100; level 41 = 4.1).
+    ``fpsNum``/``fpsDenum``: output frame rate (1-240 fps). ``res``: ``[width, height]``,
+    even, 16-8192, rendered at that size."""
+
+    model_config = ConfigDict(
+        populate_by_name=False, validate_by_name=False, validate_by_alias=True
+    )
+
+    # Required in a render request (the reference's EncoderConfig), unlike in the CLI.
+    bitrate: int = Field(  # type: ignore[assignment]
+        ge=_encoder.MIN_BITRATE,
+        le=_encoder.MAX_BITRATE,
+        description="bits per second (not bytes), e.g. 5000000",
+    )
+
+
+LayerId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+
+
+class CustomizationEntry(RequestModel):
+    """One ``customizationMap`` entry: the layer it targets and what to set. What each layer
+    type takes: text ``text``, ``color``, ``visible``; solid ``color``, ``visible``; image and
+    video ``assetId`` (an uploaded asset of that kind), ``visible``; lottie ``lottieText``
+    (text layer name inside the Lottie file -> text), ``visible``. A property the layer does
+    not take is a 400 naming the entry. Entries carry no type tag (the layer's type comes
+    from the template), so this is one object rather than a union."""
+
+    model_config = examples({"layerId": "headline", "text": "Hi Anna!"})
+
+    layer_id: LayerId = Field(description="id of a layer of the template")
+    text: LongText | None = Field(default=None, description="text layers: the new text")
+    color: Annotated[str, StringConstraints(max_length=9)] | None = Field(
+        default=None, description="text and solid layers: #rgb, #rrggbb or #rrggbbaa"
+    )
+    asset_id: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="image and video layers: an uploaded asset's id"
+    )
+    visible: bool | None = Field(default=None, description="any layer: show or hide it")
+    lottie_text: dict[ShortText, LongText] | None = Field(
+        default=None,
+        max_length=MAX_LOTTIE_TEXTS,
+        description="lottie layers: text layer name inside the animation -> new text",
+    )
+    # Not part of the API: accepted here only so the service can say why it refuses it.
+    src: SkipJsonSchema[Annotated[str, StringConstraints(max_length=4096)] | None] = Field(
+        default=None, exclude=True
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The entry as sent (explicitly given fields only, camelCase)."""
+        out = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        if "src" in self.model_fields_set:
+            out["src"] = self.src
+        return out
+
+
+CustomizationMap = Annotated[
+    list[CustomizationEntry],
+    Field(
+        max_length=MAX_CUSTOMIZATIONS,
+        examples=[[{"layerId": "headline", "text": "Hi Anna!"}]],
+        description="customisations applied on top of the template (later entries win)",
+    ),
+]
+
+
+class RenderRequest(RequestModel):
     """``RenderRequest``: exactly one of ``templateId`` (direct) or ``templateInstanceId``
     (campaign). ``webhookUrl`` (extension) receives a signed POST on every terminal state."""
 
@@ -57,21 +147,24 @@ class RenderRequest(ApiModel):
         },
     )
 
-    template_instance_id: uuid.UUID | None = None
-    template_id: uuid.UUID | None = None
+    template_instance_id: uuid.UUID | None = Field(
+        default=None, description="campaign render: the template instance"
+    )
+    template_id: uuid.UUID | None = Field(default=None, description="direct render: the template")
     name: str = Field(min_length=1, max_length=255, examples=["DirectVideo"])
-    audio_id: uuid.UUID | None = None
+    audio_id: uuid.UUID | None = Field(
+        default=None, description="audio replacing the template's replaceable track"
+    )
     job_info: JobInfo | None = None
-    encoder_config: dict[str, Any] = Field(
-        description="EncoderConfig; bitrate (bits per second) is required",
-        examples=[_ENCODER_EXAMPLE],
+    encoder_config: EncoderConfig = Field(
+        description="bitrate (bits per second) is required", examples=[_ENCODER_EXAMPLE]
     )
-    customization_map: list[dict[str, Any]] = Field(
-        default_factory=list,
-        max_length=1000,
-        examples=[[{"layerId": "headline", "text": "Hi Anna!"}]],
+    customization_map: CustomizationMap = Field(default_factory=list)
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="receives a signed POST (X-Velocity-Signature) on every terminal state",
     )
-    webhook_url: str | None = Field(default=None, max_length=2048)
     cache: bool = Field(
         default=True,
         description="false: render every span afresh, neither reading nor filling the span "
@@ -98,14 +191,16 @@ class RenderRequest(ApiModel):
             audio_id=self.audio_id,
             f_start=job.f_start,
             f_end=job.f_end,
-            encoder_config=self.encoder_config,
-            customization_map=list(self.customization_map),
+            encoder_config=self.encoder_config.model_dump(
+                mode="json", by_alias=True, exclude_unset=True
+            ),
+            customization_map=[entry.wire() for entry in self.customization_map],
             webhook_url=self.webhook_url,
             cache=self.cache,
         )
 
 
-class RenderBatchRequest(ApiModel):
+class RenderBatchRequest(RequestModel):
     """``POST /render/batch``: up to 100 requests, validated all-or-nothing."""
 
     items: list[RenderRequest] = Field(min_length=1, max_length=MAX_BATCH)
@@ -115,7 +210,7 @@ class RenderCreated(ApiModel):
     model_config = examples({"renderId": _RENDER_ID, "status": "pending"})
 
     render_id: uuid.UUID
-    status: str = Field(examples=["pending"])
+    status: JobStatus = Field(examples=["pending"])
 
 
 class RenderBatchCreated(ApiModel):
@@ -131,7 +226,7 @@ def download_url(render: Render) -> str | None:
     return f"/render/{render.id}/download"
 
 
-class RenderJob(ApiModel):
+class RenderJobDto(ApiModel):
     """``RenderJobDto`` plus ``progress`` (0-100), frame counts, ``failureCode``,
     ``encoderUsed``, ``audioId`` and ``createdAt``."""
 
@@ -171,8 +266,8 @@ class RenderJob(ApiModel):
     template_id: uuid.UUID | None
     template_name: str | None
     is_direct_render: bool
-    status: str
-    progress: int
+    status: JobStatus
+    progress: int = Field(ge=0, le=100)
     frames_done: int
     frames_total: int
     video_download_url: str | None
@@ -192,7 +287,7 @@ class RenderJob(ApiModel):
     )
 
     @classmethod
-    def of(cls, render: Render) -> RenderJob:
+    def of(cls, render: Render) -> RenderJobDto:
         terminal = render.status in TERMINAL
         return cls(
             render_id=render.id,
@@ -203,7 +298,7 @@ class RenderJob(ApiModel):
             template_id=render.template_id,
             template_name=render.template_name,
             is_direct_render=render.template_instance_name is None,
-            status=status_text(render.status),
+            status=render.status,
             progress=render.progress,
             frames_done=render.frames_done,
             frames_total=render.frames_total,
@@ -219,6 +314,9 @@ class RenderJob(ApiModel):
             audio_id=render.audio_id,
             cached_frames=render.cached_frames,
         )
+
+
+RenderJob = RenderJobDto  # the name before the DTOs took the reference's names
 
 
 class RenderDto(ApiModel):
@@ -257,7 +355,7 @@ class RenderDto(ApiModel):
         )
 
 
-class RenderTimeBudgetStatus(ApiModel):
+class RenderTimeBudgetStatusDto(ApiModel):
     """``RenderTimeBudgetStatusDto``. As for storage, time reserved by pending and processing
     renders counts as used; ``chargedMilliseconds`` and ``reservedMilliseconds`` split it."""
 
@@ -280,17 +378,20 @@ class RenderTimeBudgetStatus(ApiModel):
     reserved_milliseconds: int
 
 
+RenderTimeBudgetStatus = RenderTimeBudgetStatusDto
+
+
 # --- campaigns ----------------------------------------------------------------------------
 
 
-class CampaignCreate(ApiModel):
+class CampaignCreate(RequestModel):
     name: str = Field(min_length=1, max_length=255, examples=["Spring sale"])
 
 
-class TemplateInstanceCreate(ApiModel):
+class TemplateInstanceCreate(RequestModel):
     template_id: uuid.UUID
     name: str = Field(min_length=1, max_length=255, examples=["Promo for Anna"])
-    customization_map: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
+    customization_map: CustomizationMap = Field(default_factory=list)
 
 
 class TemplateInstanceDto(ApiModel):

@@ -407,12 +407,18 @@ async def submit_renders(
             "renders or templates, or lower encoderConfig.bitrate",
             "storage_quota_exceeded",
         )
+    # A request (a batch as a whole) is admitted while the account has a free slot; a batch
+    # larger than the free slots is queued whole and its renders wait their turn as pending,
+    # as Creatomate and Shotstack queue beyond their concurrency. Once the pending and
+    # processing renders reach the limit, new requests get 429 until one finishes.
     limit = concurrency_limit(user, settings)
     active = await count_active(session, user.id)
-    if active + len(prepared) > limit:
+    if active >= limit:
         raise RenderRefused(
             "too_many",
-            f"Maximum concurrent renders reached ({active} of {limit} active)",
+            f"Maximum concurrent renders reached: {active} renders of this account are "
+            f"pending, processing or cancelling and the limit is {limit}; retry when one "
+            "finishes (GET /render/active lists them)",
             "too_many_renders",
         )
 

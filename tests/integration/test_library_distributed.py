@@ -136,7 +136,8 @@ async def test_template_and_audio_flow_on_postgres_and_redis(
     part = await c.get(f"/audio/{audio_id}/download", headers={**headers, "Range": "bytes=0-3"})
     assert part.status_code == 206 and part.content == b"RIFF"
     status = (await c.get("/template/storage-status", headers=headers)).json()
-    size = (await c.get(f"/template/{tid}", headers=headers)).json()["sizeBytes"]
+    # storageBytes: the ZIP plus its extracted files (sizeBytes is the ZIP alone).
+    size = (await c.get(f"/template/{tid}", headers=headers)).json()["storageBytes"]
     assert status["usedBytes"] == size + wav.stat().st_size
     assert os.path.isdir(api.settings.storage_dir / "template_files")
     # Start-up recovery's pooled connections are closed on their own loop, not a new one.

@@ -182,7 +182,7 @@ async def user_row_by_key(e: Env, key: str) -> uuid.UUID:
 @pytest.mark.parametrize(
     ("change", "code", "needle"),
     [
-        ({"encoderConfig": {"preset": 5}}, "invalid_encoder_config", "bitrate is required"),
+        ({"encoderConfig": {"preset": 5}}, "invalid_encoder_config", "bitrate' is required"),
         ({"encoderConfig": {"bitrate": 200_000, "codec": 7}}, "invalid_encoder_config", "codec"),
         (
             {"encoderConfig": {"bitrate": 200_000, "gop": 10, "idr": 15}},
