@@ -104,6 +104,8 @@ def _velocity_command() -> str:
     if shutil.which("velocity"):
         return "velocity"
     here = Path(sys.argv[0])
+    if here.name != "velocity":  # python -m api.cli, or a test runner
+        return "velocity"
     try:
         return str(here.resolve().relative_to(Path.cwd()))
     except ValueError:
