@@ -12,6 +12,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/n
 # Text fallback fonts (renderer/fonts.py): Noto for Latin/Greek/Cyrillic, Arabic, Hebrew,
 # Indic, Thai, Lao and ~150 other scripts (fonts-noto-core, 12 MB download), CJK
 # (fonts-noto-cjk, 57 MB) and colour emoji (fonts-noto-color-emoji, 10 MB). SIL OFL 1.1.
+# Pillow's wheel bundles raqm and loads FriBiDi at run time for right-to-left text.
+ldconfig -p 2>/dev/null | grep -q 'libfribidi\.so\.0' || need+=(libfribidi0)
 [ -e /usr/share/fonts/truetype/noto/NotoSans-Regular.ttf ] || need+=(fonts-noto-core)
 [ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || need+=(fonts-noto-cjk)
 [ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
