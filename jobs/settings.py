@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     # Renders longer than this many output frames are split into chunks rendered in
     # parallel and joined without re-encoding; 0 renders everything in one piece.
     chunk_frames: int = Field(default=900, ge=0)
+    # Fault tolerance (see the README's "Production deployment"): a render pending longer
+    # than this many seconds fails with ``pending_timeout`` and releases its reservations
+    # (0: never); renders are refused (507) and /health is unhealthy while the storage
+    # filesystem has less than ``min_free_mb`` free; worker processes lower their CPU
+    # priority by ``worker_nice`` so renders never starve the API on a shared machine.
+    max_pending_s: int = Field(default=86_400, ge=0)
+    min_free_mb: int = Field(default=200, ge=0)
+    worker_nice: int = Field(default=10, ge=0, le=19)
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("broker_url", "admin_key", mode="before")
     @classmethod
@@ -60,6 +69,12 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no external broker is configured (in-process worker threads)."""
         return self.broker_url is None
+
+    @property
+    def resend_after_s(self) -> float:
+        """How long a pending job's message may be out before the sweeper re-sends it (two
+        leases: a healthy queue moves well within that, and a duplicate is a no-op)."""
+        return 2.0 * self.lease_seconds
 
     @property
     def is_sqlite(self) -> bool:

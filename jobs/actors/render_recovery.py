@@ -14,7 +14,9 @@ from jobs.actors import current_settings
 from jobs.actors.render_chunks import remove_chunk_outputs
 from jobs.actors.renders import remove_partial_outputs
 from jobs.db import Database, create_database
+from jobs.faults import is_unavailable
 from jobs.models.base import JobStatus
+from jobs.resend import expire_pending_renders, resend_stale
 from jobs.settings import Settings
 from jobs.storage import Storage
 from jobs.store import render_recovery as recovery_store
@@ -165,6 +167,18 @@ class RenderSweeper:
         self._stop.set()
         self._thread.join(timeout)
 
+    async def sweep(self, db: Database, storage: Storage) -> dict[str, int]:
+        """One pass: expired leases, then lost messages, then renders pending too long."""
+        counts = await recover_renders(db, self.broker, storage=storage, requeue_pending=False)
+        resent = await resend_stale(db, self.broker, self.settings)
+        for kind, n in resent.items():
+            if n:
+                counts["resent_" + kind] = n
+        expired = await expire_pending_renders(db, self.settings)
+        if expired:
+            counts["pending_timeout"] = expired
+        return counts
+
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         db = create_database(self.settings, null_pool=True)
@@ -173,11 +187,13 @@ class RenderSweeper:
             # Sweeping every third of a lease bounds the wait after a crash to ~1.33 leases.
             while not self._stop.wait(max(1.0, self.settings.lease_seconds / 3)):
                 try:
-                    loop.run_until_complete(
-                        recover_renders(db, self.broker, storage=storage, requeue_pending=False)
-                    )
-                except Exception:
-                    log.exception("render sweeper pass failed")
+                    loop.run_until_complete(self.sweep(db, storage))
+                except Exception as exc:
+                    if is_unavailable(exc):
+                        # The database or broker is down: the next pass tries again.
+                        log.warning("sweeper pass skipped: %s unavailable", is_unavailable(exc))
+                    else:
+                        log.exception("render sweeper pass failed")
         finally:
             loop.run_until_complete(db.dispose())
             loop.close()

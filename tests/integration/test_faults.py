@@ -1,0 +1,155 @@
+"""Fault tolerance with the real servers: Redis restarted without persistence under queued
+renders, PostgreSQL stopped and started mid-render, and a storage filesystem that fills up
+mid-render. Nothing is restarted but the failing server; every render must reach a terminal
+state, once, with exact ledgers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.db import create_database, run_migrations
+from tests.integration.test_render_support import (
+    LiveServer,
+    add_template,
+    add_user,
+    api_key,
+    client_for,
+    demo_template,
+    make_settings,
+    render_body,
+    render_row,
+    run,
+    user_row,
+    wait_for,
+)
+from tests.servers import RedisServer
+
+pytestmark = pytest.mark.integration
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def template_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fault-templates")
+
+
+class Stack:
+    """The API on uvicorn plus in-process worker threads on a real broker and database."""
+
+    def __init__(self, tmp: Path, database_url: str, broker_url: str, **overrides: Any) -> None:
+        from api.app import build_service, create_app
+
+        self.settings = make_settings(tmp, database_url, broker_url=broker_url, **overrides)
+        run_migrations(self.settings.database_url)
+        self.svc = build_service(self.settings)
+        self.db = create_database(self.settings, null_pool=True)
+        self.storage = self.svc.storage
+        self.app = create_app(service=self.svc, run_worker=False, recover=False)
+
+    def start_worker(self, threads: int = 1) -> None:
+        self.svc.start_worker(threads)
+
+    def stop(self) -> None:
+        self.svc.stop_worker()
+        self.svc.broker.close()
+
+
+@pytest.fixture
+def redis_stack(
+    tmp_path: Path, pg_database: str, redis_server: RedisServer
+) -> Iterator[tuple[Stack, Any, RedisServer]]:
+    stack = Stack(tmp_path, pg_database, redis_server.url)
+    try:
+        with LiveServer(stack.app) as server, client_for(server.url) as client:
+            yield stack, client, redis_server
+    finally:
+        stack.stop()
+
+
+def _ledgers_exact(stack: Stack, uid: uuid.UUID, rids: list[str]) -> None:
+    rows = [run(render_row(stack.db, rid)) for rid in rids]
+    user = run(user_row(stack.db, uid))
+    assert user.render_reserved_ms == 0 and user.storage_reserved_bytes == 0
+    assert user.render_used_ms == sum(r.render_time_ms for r in rows)
+    assert user.storage_used_bytes == sum(r.size_bytes or 0 for r in rows)
+
+
+def test_redis_restart_without_persistence_loses_no_render(
+    redis_stack: tuple[Stack, Any, RedisServer], template_cache: Path
+) -> None:
+    stack, client, redis = redis_stack
+    uid, key = run(add_user(stack.db, "redis"))
+    tid = run(add_template(stack.db, stack.storage, uid, demo_template(6, template_cache)))
+
+    # Queued while no worker runs, then Redis restarts empty: these messages are gone.
+    queued = []
+    for i in range(3):
+        r = client.post("/render", json=render_body(tid, f"q{i}"), headers=api_key(key))
+        assert r.status_code == 200, r.text
+        queued.append(r.json()["renderId"])
+    redis.stop()
+    # Posted while Redis is down: recorded pending, the send fails.
+    down = client.post("/render", json=render_body(tid, "down"), headers=api_key(key))
+    assert down.status_code == 200, down.text
+    assert down.json()["status"] == "pending"
+    redis.start()
+
+    stack.start_worker(1)
+    rids = [*queued, down.json()["renderId"]]
+    for rid in rids:
+        assert wait_for(client, rid, key, TERMINAL, limit_s=90)["status"] == "completed"
+    rows = [run(render_row(stack.db, rid)) for rid in rids]
+    assert [r.attempts for r in rows] == [1] * len(rids), "each render ran once"
+    assert all(r.last_enqueued_at > r.created_at for r in rows), "the sweeper re-sent them"
+    _ledgers_exact(stack, uid, rids)
+
+
+def test_render_pending_too_long_fails_and_releases_its_reservations(
+    tmp_path: Path, template_cache: Path
+) -> None:
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from jobs.models.base import utcnow
+    from jobs.models.render import Render
+    from jobs.resend import PENDING_TIMEOUT, expire_pending_renders
+    from tests.integration.test_render_support import RenderEnv
+
+    env = RenderEnv(tmp_path, template_cache, worker=False)
+    settings = env.settings.model_copy(update={"max_pending_s": 60})
+    uid, key = env.user("patient")
+    tid = env.template(uid, frames=6)
+    with LiveServer(env.app) as server, client_for(server.url) as client:
+        old = client.post("/render", json=render_body(tid, "old"), headers=api_key(key))
+        new = client.post("/render", json=render_body(tid, "new"), headers=api_key(key))
+        assert old.status_code == new.status_code == 200
+        old_id, new_id = old.json()["renderId"], new.json()["renderId"]
+
+        async def backdate() -> None:  # a factory, not a sleep: the render is 2 min old
+            async with env.db.session() as s:
+                await s.execute(
+                    sa.update(Render)
+                    .where(Render.id == uuid.UUID(old_id))
+                    .values(created_at=utcnow() - timedelta(minutes=2))
+                )
+
+        run(backdate())
+        assert run(expire_pending_renders(env.db, settings)) == 1
+        status = client.get(f"/render/{old_id}/status", headers=api_key(key)).json()
+        assert status["status"] == "failed"
+        row = run(render_row(env.db, old_id))
+        assert row.failure_code == PENDING_TIMEOUT and "VELOCITY_MAX_PENDING_S" in row.reason
+        assert row.render_time_ms == 0
+        kept = run(render_row(env.db, new_id))
+        assert kept.status.value == "pending"
+        user = run(user_row(env.db, uid))
+        assert user.render_reserved_ms == kept.reserved_render_ms
+        assert user.storage_reserved_bytes == kept.reserved_storage_bytes
+        assert user.render_used_ms == 0
