@@ -82,10 +82,31 @@ def is_unavailable(exc: BaseException) -> Dependency | None:
     return None
 
 
+def outage_exception_types() -> tuple[type[BaseException], ...]:
+    """The exception classes an outage or a full disk surfaces as (the API handles these
+    so that it can answer 503 or 507; anything else of these types is still a 500)."""
+    import asyncpg
+    import redis.exceptions
+
+    return (
+        sqlalchemy.exc.SQLAlchemyError,
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        redis.exceptions.RedisError,
+    )
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """True when ``exc`` (or what caused it) is ENOSPC or EDQUOT, however wrapped (PyAV
     reports encoder write failures as its own ``OSError`` subclasses)."""
     return any(isinstance(item, OSError) and item.errno in DISK_FULL_ERRNOS for item in _chain(exc))
 
 
-__all__ = ["DISK_FULL_ERRNOS", "Dependency", "is_disk_full", "is_unavailable"]
+__all__ = [
+    "DISK_FULL_ERRNOS",
+    "Dependency",
+    "is_disk_full",
+    "is_unavailable",
+    "outage_exception_types",
+]

@@ -275,29 +275,33 @@ class PostgresServer:
             unavailable("PostgreSQL binaries (initdb, postgres) not found")
         assert initdb and postgres
         self.postgres, self.base, self.port = postgres, base, free_port()
-        self.prefix: list[str] = []
+        # PostgreSQL refuses to run as root: run it as 'postgres' directly (not through
+        # runuser, which would not pass the shutdown signal on).
+        self.user: dict[str, int] = {}
         if os.geteuid() == 0:
             try:
                 owner = pwd.getpwnam("postgres")
             except KeyError:
                 unavailable("running as root and no 'postgres' user to run the server")
-            self.prefix = ["runuser", "-u", "postgres", "--"]
+            self.user = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
             os.chown(base, owner.pw_uid, owner.pw_gid)
         subprocess.run(
-            [*self.prefix, initdb, "-D", str(base / "data"), "-U", "postgres", "--auth=trust"]
+            [initdb, "-D", str(base / "data"), "-U", "postgres", "--auth=trust"]
             + ["-E", "UTF8", "--no-sync"],
             check=True,
             capture_output=True,
+            **self.user,  # type: ignore[arg-type]
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> PostgresServer:
         self.proc = subprocess.Popen(
-            [*self.prefix, self.postgres, "-D", str(self.base / "data"), "-p", str(self.port)]
+            [self.postgres, "-D", str(self.base / "data"), "-p", str(self.port)]
             + ["-k", str(self.base), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            **self.user,  # type: ignore[arg-type]
         )
         _wait_port(self.port, self.proc, "postgres")
         deadline = time.monotonic() + START_TIMEOUT_S

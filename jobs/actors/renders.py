@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,10 +29,11 @@ from typing import Any
 import dramatiq
 import sqlalchemy as sa
 
-from jobs import budget
+from jobs import budget, metrics
 from jobs.actors import current_settings, current_storage, run_job
 from jobs.actors.render_run import Attempt, Control, InputError
 from jobs.db import Database
+from jobs.faults import is_unavailable
 from jobs.models.base import JobStatus
 from jobs.models.library import Asset, Audio, Template
 from jobs.models.render import Render
@@ -48,6 +50,12 @@ from renderer.errors import RendererError
 log = logging.getLogger(__name__)
 
 RENDER_TIME_LIMIT_MS = 6 * 3600 * 1000
+# Completing a finished render is retried while the database is unavailable: first after
+# COMPLETE_RETRY_FIRST_S, doubling up to COMPLETE_RETRY_MAX_S, for at least
+# COMPLETE_RETRY_MIN_S (three leases when longer).
+COMPLETE_RETRY_FIRST_S = 0.1
+COMPLETE_RETRY_MAX_S = 1.0
+COMPLETE_RETRY_MIN_S = 60.0
 
 
 def _owner_token() -> str:
@@ -209,6 +217,63 @@ class _Run(Attempt):
         if ok:
             log.info("render %s %s: %s", self.render.id, status.value, reason)
 
+    async def complete(self, report: Any, size: int) -> bool:
+        """Charge the time used and mark the render completed with its output moved into
+        place; while the database is unavailable, retry with bounded back-off and keep the
+        finished file (the compare-and-set on our lease owner makes a late retry safe)."""
+        render, elapsed_ms = self.render, self.take_elapsed_ms()
+        final = self.storage.new_path("renders", render.user_id, render.id, ".mp4")
+        deadline = time.monotonic() + max(COMPLETE_RETRY_MIN_S, 3 * self.settings.lease_seconds)
+        delay, retried = COMPLETE_RETRY_FIRST_S, False
+        while True:
+            try:
+                async with self.db.session() as s:
+                    if retried and await self._completed_by_lost_commit(s, final):
+                        self.storage.move_into_place(self.out, final)
+                        return True
+                    await budget.charge_render(s, render, elapsed_ms)
+                    return await lifecycle.complete(
+                        s,
+                        self.storage,
+                        render,
+                        self.owner,
+                        self.out,
+                        size_bytes=size,
+                        encoder_used=str(report.encoder),
+                        frames_total=int(report.frames),
+                    )
+            except Exception as exc:
+                # The move into place happens before the commit: take the file back.
+                final_abs = self.storage.abs(final)
+                if not self.out.exists() and final_abs.exists():
+                    os.replace(final_abs, self.out)
+                if is_unavailable(exc) is None or time.monotonic() + delay > deadline:
+                    raise
+                metrics.COMPLETION_RETRIES.inc()
+                log.warning(
+                    "render %s finished but the %s is unavailable; retrying completion in %.1fs",
+                    render.id,
+                    is_unavailable(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay, retried = min(2 * delay, COMPLETE_RETRY_MAX_S), True
+
+    async def _completed_by_lost_commit(self, session: Any, final: str) -> bool:
+        """True when an earlier try committed although its connection failed (the row is
+        completed with this output): only the file still has to be moved into place."""
+        row = (
+            await session.execute(
+                sa.select(Render.status, Render.output_path).where(Render.id == self.render.id)
+            )
+        ).first()
+        return bool(
+            row is not None
+            and row[0] == JobStatus.Completed
+            and row[1] == final
+            and self.out.exists()
+        )
+
     async def run(self, inputs: _Inputs | None = None) -> None:
         render = self.render
         if inputs is None:
@@ -221,18 +286,7 @@ class _Run(Attempt):
         if report is None:
             return
         size = self.out.stat().st_size
-        async with self.db.session() as s:
-            await self.charge(s)
-            done = await lifecycle.complete(
-                s,
-                self.storage,
-                render,
-                self.owner,
-                self.out,
-                size_bytes=size,
-                encoder_used=str(report.encoder),
-                frames_total=int(report.frames),
-            )
+        done = await self.complete(report, size)
         if done:
             log.info("render %s completed (%d bytes, %s)", render.id, size, report.encoder)
             return

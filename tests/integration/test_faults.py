@@ -26,8 +26,9 @@ from tests.integration.test_render_support import (
     run,
     user_row,
     wait_for,
+    wait_until,
 )
-from tests.servers import RedisServer
+from tests.servers import PostgresServer, RedisServer, create_pg_database
 
 pytestmark = pytest.mark.integration
 
@@ -153,3 +154,63 @@ def test_render_pending_too_long_fails_and_releases_its_reservations(
         assert user.render_reserved_ms == kept.reserved_render_ms
         assert user.storage_reserved_bytes == kept.reserved_storage_bytes
         assert user.render_used_ms == 0
+
+
+def _metric(name: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def test_postgres_outage_mid_render_answers_503_and_completes_once(
+    tmp_path: Path, postgres_server: PostgresServer, clean_redis: str, template_cache: Path
+) -> None:
+    stack = Stack(tmp_path, create_pg_database(postgres_server.url), clean_redis)
+    try:
+        uid, key = run(add_user(stack.db, "outage"))
+        tid = run(add_template(stack.db, stack.storage, uid, demo_template(300, template_cache)))
+        with LiveServer(stack.app) as server, client_for(server.url) as client:
+            stack.start_worker(1)
+            long = client.post("/render", json=render_body(tid, "long"), headers=api_key(key))
+            queued = client.post("/render", json=render_body(tid, "next"), headers=api_key(key))
+            assert long.status_code == queued.status_code == 200
+            rids = [long.json()["renderId"], queued.json()["renderId"]]
+
+            def rendering() -> bool:
+                body = client.get(f"/render/{rids[0]}/status", headers=api_key(key)).json()
+                return bool(body["status"] == "processing" and body["progress"] > 0)
+
+            wait_until(rendering, 60, "the first render under way")
+            retries = _metric("velocity_completion_retries_total")
+            postgres_server.stop()
+
+            for method, path in (
+                ("GET", f"/render/{rids[0]}/status"),
+                ("GET", "/render/active"),
+                ("POST", "/render"),
+            ):
+                answer = client.request(
+                    method, path, headers=api_key(key), json=render_body(tid, "x")
+                )
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["code"] == "service_unavailable"
+                assert int(answer.headers["Retry-After"]) > 0
+            health = client.get("/health")
+            assert health.status_code == 503 and health.json()["down"] == ["database"]
+
+            # The render finishes while the database is down: its completion is retried.
+            wait_until(
+                lambda: _metric("velocity_completion_retries_total") > retries,
+                90,
+                "a completion retried during the outage",
+            )
+            postgres_server.start()
+            wait_until(lambda: client.get("/health").status_code == 200, 30, "healthy again")
+            for rid in rids:
+                assert wait_for(client, rid, key, TERMINAL, limit_s=90)["status"] == "completed"
+        rows = [run(render_row(stack.db, rid)) for rid in rids]
+        assert [r.attempts for r in rows] == [1, 1], "rendered once each"
+        assert all(stack.storage.abs(r.output_path).is_file() for r in rows)
+        _ledgers_exact(stack, uid, rids)
+    finally:
+        stack.stop()
