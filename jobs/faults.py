@@ -82,7 +82,7 @@ def is_unavailable(exc: BaseException) -> Dependency | None:
     return None
 
 
-def outage_exception_types() -> tuple[type[BaseException], ...]:
+def outage_exception_types() -> tuple[type[Exception], ...]:
     """The exception classes an outage or a full disk surfaces as (the API handles these
     so that it can answer 503 or 507; anything else of these types is still a 500)."""
     import asyncpg
