@@ -16,6 +16,12 @@ import sqlalchemy.exc
 Dependency = Literal["database", "broker"]
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Failure code of a render that ran out of disk: failed, not charged (see README).
+STORAGE_FULL = "storage_full"
+STORAGE_FULL_REASON = (
+    "The server ran out of disk space while rendering; nothing was charged. "
+    "Submit the render again later"
+)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -105,6 +111,8 @@ def is_disk_full(exc: BaseException) -> bool:
 
 __all__ = [
     "DISK_FULL_ERRNOS",
+    "STORAGE_FULL",
+    "STORAGE_FULL_REASON",
     "Dependency",
     "is_disk_full",
     "is_unavailable",

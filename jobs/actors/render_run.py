@@ -22,6 +22,7 @@ from dramatiq.middleware import Shutdown, TimeLimitExceeded
 
 from jobs import budget
 from jobs.db import Database
+from jobs.faults import STORAGE_FULL, STORAGE_FULL_REASON, is_disk_full
 from jobs.models.base import JobStatus
 from jobs.settings import Settings
 from jobs.storage import Storage
@@ -179,13 +180,17 @@ class Attempt:
                 await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
             else:
                 await self.end(JobStatus.Cancelled, "Cancelled")
-        except RendererError as err:
-            await self.end(JobStatus.Failed, str(err), err.code)
-        except InputError as err:
-            await self.end(JobStatus.Failed, err.reason, err.code)
-        except Exception:
-            log.exception("%s failed unexpectedly", self.label)
-            await self.end(JobStatus.Failed, INTERNAL_REASON, "internal_error")
+        except Exception as err:
+            if is_disk_full(err):
+                log.error("%s: storage full (%s)", self.label, err)
+                await self.end(JobStatus.Failed, STORAGE_FULL_REASON, STORAGE_FULL)
+            elif isinstance(err, RendererError):
+                await self.end(JobStatus.Failed, str(err), err.code)
+            elif isinstance(err, InputError):
+                await self.end(JobStatus.Failed, err.reason, err.code)
+            else:
+                log.exception("%s failed unexpectedly", self.label)
+                await self.end(JobStatus.Failed, INTERNAL_REASON, "internal_error")
         return None
 
 

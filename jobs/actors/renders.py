@@ -202,7 +202,7 @@ class _Run(Attempt):
 
     async def end(self, status: Any, reason: str, code: str | None = None) -> None:
         """End as failed or cancelled (if the lease is still ours), charging the time used."""
-        self.out.unlink(missing_ok=True)
+        remove_partial_outputs(self.storage, self.render.id, self.render.attempts)
         async with self.db.session() as s:
             current = await s.scalar(
                 sa.select(Render.lease_owner).where(Render.id == self.render.id)

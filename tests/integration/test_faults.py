@@ -5,6 +5,7 @@ state, once, with exact ledgers."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,3 +215,79 @@ def test_postgres_outage_mid_render_answers_503_and_completes_once(
         _ledgers_exact(stack, uid, rids)
     finally:
         stack.stop()
+
+
+def test_low_free_space_refuses_renders_and_fails_health(
+    tmp_path: Path, template_cache: Path
+) -> None:
+    from tests.integration.test_render_support import RenderEnv
+
+    env = RenderEnv(tmp_path, template_cache, worker=False)
+    uid, key = env.user("floor")
+    tid = env.template(uid, frames=6)
+    free = env.storage.free_bytes()
+    env.settings.min_free_mb = free // (1024 * 1024) + 1  # the floor is above what is free
+    with LiveServer(env.app) as server, client_for(server.url) as client:
+        refused = client.post("/render", json=render_body(tid, "x"), headers=api_key(key))
+        assert refused.status_code == 507, refused.text
+        assert refused.json()["code"] == "storage_full" and refused.headers["Retry-After"]
+        health = client.get("/health")
+        assert health.status_code == 503
+        body = health.json()
+        assert body["storage"] is False and body["down"] == ["storage"]
+        assert body["storageFreeBytes"] > 0
+        env.settings.min_free_mb = 0
+        assert client.post("/render", json=render_body(tid, "y"), headers=api_key(key)).is_success
+        assert client.get("/health").json()["storage"] is True
+    user = run(user_row(env.db, uid))
+    assert user.render_used_ms == 0
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs mounted for the test (root only; skipped otherwise unless CI)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        if os.environ.get("CI"):
+            pytest.fail("the full-disk test needs root to mount a tmpfs under CI")
+        pytest.skip("mounting a small filesystem needs root")
+    mount = tmp_path / "storage"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_filling_mid_render_fails_storage_full_uncharged(
+    small_fs: Path, tmp_path: Path, template_cache: Path
+) -> None:
+    from jobs.faults import STORAGE_FULL
+    from tests.integration.test_render_support import RenderEnv, tmp_render_files
+
+    env = RenderEnv(tmp_path, template_cache)  # storage_dir is tmp_path/storage: the tmpfs
+    env.settings.min_free_mb = 0
+    assert env.storage.root == small_fs
+    uid, key = env.user("full")
+    tid = env.template(uid, frames=300)
+    # Leave 48 KiB: the lossless render below writes several times that.
+    (small_fs / "filler.bin").write_bytes(b"\0" * (env.storage.free_bytes() - 48 * 1024))
+    lossless = {"bitrate": 200_000, "rc": 2, "qp": 0, "gop": 5, "preset": 5}
+    with LiveServer(env.app) as server, client_for(server.url) as client:
+        r = client.post(
+            "/render", json=render_body(tid, "big", encoderConfig=lossless), headers=api_key(key)
+        )
+        assert r.status_code == 200, r.text
+        rid = r.json()["renderId"]
+        done = wait_for(client, rid, key, TERMINAL, limit_s=120)
+    assert done["status"] == "failed", done
+    row = run(render_row(env.db, rid))
+    assert row.failure_code == STORAGE_FULL and "disk space" in row.reason
+    assert row.render_time_ms == 0
+    user = run(user_row(env.db, uid))
+    assert user.render_used_ms == 0 and user.render_reserved_ms == 0
+    assert user.storage_used_bytes == 0 and user.storage_reserved_bytes == 0
+    assert tmp_render_files(env.storage) == []
