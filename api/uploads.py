@@ -22,7 +22,8 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
-from api.errors import BadRequest, PayloadTooLarge
+from api.errors import BadRequest, InsufficientStorage, PayloadTooLarge
+from jobs.faults import is_disk_full
 
 MAX_FIELD_BYTES = 64 * 1024
 _SLACK = 1024 * 1024  # multipart framing allowance for the Content-Length pre-check
@@ -53,6 +54,15 @@ def quota_error(needed: int, available: int) -> BadRequest:
         f"{max(available, 0) / 1e6:.1f} MB are available. Delete templates, audio or renders, "
         "or ask an admin for a larger quota.",
         "storage_quota_exceeded",
+    )
+
+
+def storage_full() -> InsufficientStorage:
+    """The server's disk filled while receiving an upload (507, nothing kept)."""
+    return InsufficientStorage(
+        "The server ran out of storage while receiving the upload; nothing was kept. Retry later",
+        "storage_full",
+        headers={"Retry-After": "60"},
     )
 
 
@@ -182,6 +192,7 @@ async def receive_multipart(
     }
     parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
     written = 0
+    disk_full: OSError | None = None
     handle = await anyio.open_file(tmp_path, "wb")
     try:
         try:
@@ -202,7 +213,16 @@ async def receive_multipart(
                         raise too_large(max_bytes)
                     if available_bytes is not None and written > available_bytes:
                         raise quota_error(written, available_bytes)
-                    await handle.write(data)
+                    if disk_full is None:
+                        try:
+                            await handle.write(data)
+                        except OSError as exc:
+                            if not is_disk_full(exc):
+                                raise
+                            # Keep reading: the answer goes out once the body is drained.
+                            disk_full = exc
+            if disk_full is not None:
+                raise storage_full() from disk_full
             parser.finalize()
         except ClientDisconnect:
             raise

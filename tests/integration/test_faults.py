@@ -291,3 +291,29 @@ def test_disk_filling_mid_render_fails_storage_full_uncharged(
     assert user.render_used_ms == 0 and user.render_reserved_ms == 0
     assert user.storage_used_bytes == 0 and user.storage_reserved_bytes == 0
     assert tmp_render_files(env.storage) == []
+
+
+def test_upload_onto_a_full_disk_answers_507_and_keeps_nothing(
+    small_fs: Path, tmp_path: Path, template_cache: Path
+) -> None:
+    from tests.integration.test_render_support import RenderEnv
+
+    env = RenderEnv(tmp_path, template_cache, worker=False)
+    env.settings.min_free_mb = 0
+    uid, key = env.user("uploader")
+    (small_fs / "filler.bin").write_bytes(b"\0" * (env.storage.free_bytes() - 32 * 1024))
+    body = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4096  # 1 MiB, far more than is free
+    with LiveServer(env.app) as server, client_for(server.url) as client:
+        r = client.post(
+            "/asset/upload",
+            files={"file": ("big.png", body, "image/png")},
+            headers=api_key(key),
+        )
+        assert r.status_code == 507, r.text
+        assert r.json()["code"] == "storage_full" and r.json()["detail"]
+        # The body was drained before the answer: the same connection still serves.
+        assert client.get("/health").status_code == 200
+    left = [p for p in small_fs.rglob("*") if p.is_file() and p.name != "filler.bin"]
+    assert left == []
+    user = run(user_row(env.db, uid))
+    assert user.storage_used_bytes == 0 and user.storage_reserved_bytes == 0
