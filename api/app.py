@@ -215,5 +215,11 @@ def create_app(
             cache["v"] = _static_segments(app)
         return cache["v"]
 
+    from api.routers.metrics import HttpMetrics
+    from api.routers.metrics import router as metrics_router
+
+    app.include_router(metrics_router)
+    # Added first, so it runs inside CaseInsensitivePaths and sees the routed scope.
+    app.add_middleware(HttpMetrics)
     app.add_middleware(CaseInsensitivePaths, static_segments=segments)
     return app

@@ -25,10 +25,13 @@ DEMO_USER = "demo"
 
 
 def _setup_logging(command: str | None) -> None:
+    from jobs.logs import setup_logging
+
     # `velocity render` is a terminal tool: its stderr is the progress bar and at most one
     # error line, so only warnings get through there; the services log at INFO.
     level = logging.WARNING if command == "render" else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = "text" if command == "render" else Settings().log_format
+    setup_logging(level, fmt)
     # Migrations run on every start; their step-by-step chatter is noise there.
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -114,7 +117,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if key:
             _print_demo_banner(settings, key)
     app = create_app(settings, run_worker=run_worker, recover=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    # log_config=None: uvicorn's records go through the handler set up above (JSON too).
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", log_config=None)
     return 0
 
 
@@ -160,6 +164,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     from jobs.broker import start_embedded_worker
 
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host)
     worker = start_embedded_worker(service.broker, settings.worker_threads, queues)
     log.info("worker started: %s threads on queues %s", settings.worker_threads, queues)
     print("velocity worker ready", flush=True)

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     min_free_mb: int = Field(default=200, ge=0)
     worker_nice: int = Field(default=10, ge=0, le=19)
     log_format: Literal["text", "json"] = "text"
+    # `velocity worker` serves its Prometheus metrics on this port (on ``host``); None: off.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("broker_url", "admin_key", mode="before")
     @classmethod

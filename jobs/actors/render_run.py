@@ -81,7 +81,7 @@ class Attempt:
         self.db, self.settings, self.storage = db, settings, storage
         self.owner, self.out = owner, out
         self.control = Control()
-        self.last_charge = time.monotonic()
+        self.started = self.last_charge = time.monotonic()
 
     def take_elapsed_ms(self) -> int:
         """The wall time since the previous charge, which from now on counts as charged."""

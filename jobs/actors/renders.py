@@ -34,6 +34,7 @@ from jobs.actors import current_settings, current_storage, run_job
 from jobs.actors.render_run import Attempt, Control, InputError
 from jobs.db import Database
 from jobs.faults import is_unavailable
+from jobs.logs import bind
 from jobs.models.base import JobStatus
 from jobs.models.library import Asset, Audio, Template
 from jobs.models.render import Render
@@ -289,6 +290,9 @@ class _Run(Attempt):
         done = await self.complete(report, size)
         if done:
             log.info("render %s completed (%d bytes, %s)", render.id, size, report.encoder)
+            seconds = max(1e-6, time.monotonic() - self.started)
+            metrics.RENDER_SECONDS.labels("render").observe(seconds)
+            metrics.RENDER_FPS.labels("render").observe(int(report.frames) / seconds)
             return
         # Not ours any more, or cancelled while the last frames were encoded.
         await self.end(JobStatus.Cancelled, "Cancelled", None)
@@ -333,6 +337,13 @@ async def _render_job(
     if render is None:
         log.info("render %s is not pending; dropping the message", render_id)
         return
+    with bind(account=render.user_id):
+        await _run_claimed(db, settings, storage, render, owner)
+
+
+async def _run_claimed(
+    db: Database, settings: Settings, storage: Storage, render: Render, owner: str
+) -> None:
     log.info("render %s claimed by %s (attempt %d)", render.id, owner, render.attempts)
     run = _Run(db, settings, storage, render, owner)
     if settings.chunk_frames and render.frames_total > settings.chunk_frames:
@@ -367,7 +378,8 @@ def render(render_id: str) -> None:
     settings = current_settings()
     storage = current_storage()
     rid = uuid.UUID(render_id)
-    run_job(lambda db: _render_job(db, settings, storage, rid))
+    with bind(render_id=rid):
+        run_job(lambda db: _render_job(db, settings, storage, rid))
 
 
 __all__ = [

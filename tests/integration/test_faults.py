@@ -36,6 +36,12 @@ pytestmark = pytest.mark.integration
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
+def _metric(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 @pytest.fixture(scope="module")
 def template_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fault-templates")
@@ -111,6 +117,17 @@ def test_redis_restart_without_persistence_loses_no_render(
     assert all(r.last_enqueued_at > r.created_at for r in rows), "the sweeper re-sent them"
     _ledgers_exact(stack, uid, rids)
 
+    exposition = client.get("/metrics")
+    assert exposition.status_code == 200
+    assert exposition.headers["content-type"].startswith("text/plain")
+    text = exposition.text
+    assert 'velocity_jobs{kind="render",queue="renders",state="completed"} 4.0' in text
+    assert 'velocity_queue_depth{queue="renders"} 0.0' in text
+    assert 'velocity_oldest_pending_seconds{kind="render"} 0.0' in text
+    assert _metric("velocity_resends_total", kind="renders") >= 4
+    assert _metric("velocity_render_seconds_count", kind="render") >= 4
+    assert 'velocity_http_request_seconds_count{method="POST",route="/render"}' in text
+
 
 def test_render_pending_too_long_fails_and_releases_its_reservations(
     tmp_path: Path, template_cache: Path
@@ -155,12 +172,6 @@ def test_render_pending_too_long_fails_and_releases_its_reservations(
         assert user.render_reserved_ms == kept.reserved_render_ms
         assert user.storage_reserved_bytes == kept.reserved_storage_bytes
         assert user.render_used_ms == 0
-
-
-def _metric(name: str) -> float:
-    from prometheus_client import REGISTRY
-
-    return REGISTRY.get_sample_value(name) or 0.0
 
 
 def test_postgres_outage_mid_render_answers_503_and_completes_once(
