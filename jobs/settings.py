@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     max_pending_s: int = Field(default=86_400, ge=0)
     min_free_mb: int = Field(default=200, ge=0)
     worker_nice: int = Field(default=10, ge=0, le=19)
+    # Run the renderer in a child process at worker_nice (crash isolation, and the API
+    # keeps answering while renders run on the same cores); false: worker threads.
+    render_subprocess: bool = True
     log_format: Literal["text", "json"] = "text"
     # `velocity worker` serves its Prometheus metrics on this port (on ``host``); None: off.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)

@@ -27,6 +27,10 @@ OLDEST_PENDING = Gauge(
     "velocity_oldest_pending_seconds", "Age of the oldest pending job per kind", ["kind"]
 )
 FAILED = Gauge("velocity_renders_failed", "Failed renders by failure code (stored)", ["code"])
+STORAGE_FREE = Gauge("velocity_storage_free_bytes", "Free bytes on the storage filesystem")
+STORAGE_FLOOR = Gauge(
+    "velocity_storage_floor_bytes", "VELOCITY_MIN_FREE_MB: below it renders are refused"
+)
 UP = Gauge("velocity_dependency_up", "1 when the dependency answered this scrape", ["dependency"])
 HTTP_SECONDS = Histogram(
     "velocity_http_request_seconds",
@@ -71,9 +75,13 @@ async def metrics(request: Request) -> Response:
     """The Prometheus exposition of this service."""
     service = request.app.state.service
     UP.labels("database").set(1 if await _from_database(service.db) else 0)
-    UP.labels("broker").set(
-        1 if await anyio.to_thread.run_sync(_from_broker, service.broker) else 0
-    )
+    broker_up = await anyio.to_thread.run_sync(_from_broker, service.broker)
+    UP.labels("broker").set(1 if broker_up else 0)
+    try:
+        STORAGE_FREE.set(await anyio.to_thread.run_sync(service.storage.free_bytes))
+    except OSError:
+        STORAGE_FREE.set(0)
+    STORAGE_FLOOR.set(service.settings.min_free_mb * 1024 * 1024)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -151,6 +151,22 @@ class Attempt:
                 # Cancelling, or (for a chunk) the render stopped without it.
                 control.cancel_requested = True
 
+    def _runner(self, work: Callable[..., T], args: tuple[Any, ...]) -> Callable[[], T]:
+        """``work(*args)`` on the helper thread, or (``settings.render_subprocess``) in a
+        niced child process when the work can be sent there (``args`` end with the
+        ``Control``, which the child replaces with its own)."""
+        from jobs.actors import child
+
+        if (
+            self.settings.render_subprocess
+            and args
+            and args[-1] is self.control
+            and child.picklable(work, args[:-1])
+        ):
+            nice = self.settings.worker_nice
+            return lambda: child.run_in_child(work, args[:-1], self.control, nice)
+        return lambda: work(*args)
+
     async def execute(self, work: Callable[..., T], *args: Any) -> T | None:
         """Run ``work(*args)`` on a helper thread under the heartbeat and return what it
         returns; None when it did not finish, after ending the attempt accordingly.
@@ -161,7 +177,7 @@ class Attempt:
                 worker takes the attempt again).
         """
         control = self.control
-        task = asyncio.get_running_loop().run_in_executor(None, work, *args)
+        task = asyncio.get_running_loop().run_in_executor(None, self._runner(work, args))
         try:
             await self.heartbeat_loop(task)
             return await task

@@ -123,6 +123,8 @@ def test_redis_restart_without_persistence_loses_no_render(
     text = exposition.text
     assert 'velocity_jobs{kind="render",queue="renders",state="completed"} 4.0' in text
     assert 'velocity_queue_depth{queue="renders"} 0.0' in text
+    assert 'velocity_dependency_up{dependency="database"} 1.0' in text
+    assert "velocity_storage_free_bytes " in text
     assert 'velocity_oldest_pending_seconds{kind="render"} 0.0' in text
     assert _metric("velocity_resends_total", kind="renders") >= 4
     assert _metric("velocity_render_seconds_count", kind="render") >= 4
