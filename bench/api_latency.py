@@ -105,10 +105,17 @@ def run_mode(
                 120,
                 "template processing",
             )
-            body = {"templateId": tid, "name": "bench", "jobInfo": {"fStart": 0, "fEnd": frames}}
-            rids = [
-                c.post("/render", json=body, headers=headers).json()["renderId"] for _ in range(2)
-            ]
+            body = {
+                "templateId": tid,
+                "name": "bench",
+                "encoderConfig": {"bitrate": 1_000_000, "preset": 5},
+            }
+            rids = []
+            for _ in range(2):
+                r = c.post("/render", json=body, headers=headers)
+                if r.status_code != 200:
+                    raise RuntimeError(f"POST /render answered {r.status_code}: {r.text}")
+                rids.append(r.json()["renderId"])
 
             def both_processing() -> bool:
                 return all(

@@ -330,3 +330,70 @@ def test_upload_onto_a_full_disk_answers_507_and_keeps_nothing(
     assert left == []
     user = run(user_row(env.db, uid))
     assert user.storage_used_bytes == 0 and user.storage_reserved_bytes == 0
+
+
+def test_sweeper_resends_lost_library_and_render_messages_once(
+    tmp_path: Path, template_cache: Path
+) -> None:
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from jobs.models import Asset, JobStatus
+    from jobs.models.base import utcnow
+    from jobs.models.render import Render
+    from jobs.resend import queued_ids, resend_stale
+    from tests.integration.test_render_support import RenderEnv
+
+    env = RenderEnv(tmp_path, template_cache, worker=False)  # nothing consumes the queues
+    uid, key = env.user("lost")
+    tid = env.template(uid, frames=6)
+    broker = env.svc.broker
+    with LiveServer(env.app) as server, client_for(server.url) as client:
+        rid = client.post("/render", json=render_body(tid, "r"), headers=api_key(key)).json()[
+            "renderId"
+        ]
+    asset_id = uuid.uuid4()
+    long_ago = utcnow() - timedelta(minutes=5)
+
+    async def lose_messages() -> None:
+        async with env.db.session() as s:
+            s.add(
+                Asset(
+                    id=asset_id,
+                    user_id=uid,
+                    name="a.png",
+                    path=f"assets/{uid}/{asset_id}.png",
+                    status=JobStatus.Pending,
+                    last_enqueued_at=long_ago,
+                )
+            )
+            await s.execute(
+                sa.update(Render)
+                .where(Render.id == uuid.UUID(rid))
+                .values(last_enqueued_at=long_ago)
+            )
+        broker.flush_all()  # as a Redis restart without persistence would
+
+    run(lose_messages())
+    assert queued_ids(broker, "renders") == set() and queued_ids(broker, "library") == set()
+    sent = run(resend_stale(env.db, broker, env.settings))
+    assert sent == {"renders": 1, "templates": 0, "audio": 0, "assets": 1}
+    assert queued_ids(broker, "renders") == {rid}
+    assert queued_ids(broker, "library") == {str(asset_id)}
+
+    async def backdate_again() -> None:
+        async with env.db.session() as s:
+            for model, row_id in ((Render, uuid.UUID(rid)), (Asset, asset_id)):
+                await s.execute(
+                    sa.update(model).where(model.id == row_id).values(last_enqueued_at=long_ago)
+                )
+
+    run(backdate_again())
+    # Still queued: stale by the clock, but not lost, so nothing is sent twice.
+    assert run(resend_stale(env.db, broker, env.settings)) == {
+        "renders": 0,
+        "templates": 0,
+        "audio": 0,
+        "assets": 0,
+    }
