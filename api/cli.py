@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 import threading
@@ -141,10 +140,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
         return 2
     queues = args.queues or list(ALL_QUEUES)
-    if settings.worker_nice:
-        # Workers yield the CPU to an API on the same machine (renders are niced again
-        # in their child processes, capped at 19).
-        os.nice(settings.worker_nice)
     _migrate(settings)
     service = build_service(settings)
 
