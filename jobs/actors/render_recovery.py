@@ -213,7 +213,8 @@ class RenderSweeper:
                         continue
                     # The database or broker is down: the next pass tries again.
                     log.warning("sweeper pass skipped: %s unavailable", down)
-                    grace_until = time.monotonic() + 1.5 * lease
+                    if down == "database":  # leases could not be renewed meanwhile
+                        grace_until = time.monotonic() + 1.5 * lease
         finally:
             loop.run_until_complete(db.dispose())
             loop.close()
