@@ -99,7 +99,6 @@ async def expire_pending_renders(db: Database, settings: Settings) -> int:
     failed = 0
     for render in old:
         async with db.session() as s:
-            s.add(render)
             ok = await finish_unsuccessful(
                 s,
                 render,
