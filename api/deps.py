@@ -95,10 +95,7 @@ async def admin(
 AdminDep = Depends(admin)
 
 
-async def require_free_space(
-    settings: Annotated[Settings, Depends(get_settings)],
-    storage: Annotated[Storage, Depends(get_storage)],
-) -> None:
+def check_free_space(settings: Settings, storage: Storage, what: str = "renders") -> None:
     """Refuse new work while the storage filesystem is below ``VELOCITY_MIN_FREE_MB``.
 
     Raises:
@@ -107,7 +104,15 @@ async def require_free_space(
     floor = settings.min_free_mb * 1024 * 1024
     if floor and storage.free_bytes() < floor:
         raise InsufficientStorage(
-            "The server is low on storage and accepts no new renders for now; retry later",
+            f"The server is low on storage and accepts no new {what} for now; retry later",
             "storage_full",
             headers={"Retry-After": "60"},
         )
+
+
+async def require_free_space(
+    settings: Annotated[Settings, Depends(get_settings)],
+    storage: Annotated[Storage, Depends(get_storage)],
+) -> None:
+    """``check_free_space`` as a route dependency (``POST /render``, ``/render/batch``)."""
+    check_free_space(settings, storage)

@@ -22,6 +22,7 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
+from api.deps import check_free_space
 from api.errors import BadRequest, InsufficientStorage, PayloadTooLarge
 from jobs.faults import is_disk_full
 
@@ -253,6 +254,7 @@ async def stream_upload(
     The early quota check uses the user's row as loaded by authentication; the atomic
     reservation happens afterwards (``reserve_upload``).
     """
+    check_free_space(settings, storage, "uploads")
     available = user.storage_quota_bytes - user.storage_used_bytes - user.storage_reserved_bytes
     # Nothing may hold a database transaction while a large body is streaming in.
     await session.commit()

@@ -244,6 +244,12 @@ def test_low_free_space_refuses_renders_and_fails_health(
         refused = client.post("/render", json=render_body(tid, "x"), headers=api_key(key))
         assert refused.status_code == 507, refused.text
         assert refused.json()["code"] == "storage_full" and refused.headers["Retry-After"]
+        upload = client.post(
+            "/asset/upload",
+            files={"file": ("a.png", b"\x89PNG\r\n\x1a\n" + b"0" * 1024, "image/png")},
+            headers=api_key(key),
+        )
+        assert upload.status_code == 507 and upload.json()["code"] == "storage_full"
         health = client.get("/health")
         assert health.status_code == 503
         body = health.json()
