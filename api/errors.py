@@ -81,11 +81,6 @@ class TooManyRequests(AppError):
     code = "too_many_requests"
 
 
-class ServiceUnavailable(AppError):
-    status = 503
-    code = "service_unavailable"
-
-
 class InsufficientStorage(AppError):
     status = 507
     code = "storage_full"
@@ -184,7 +179,7 @@ def install_error_handlers(app: FastAPI) -> None:
             log.error("storage full on %s %s", request.method, request.url.path)
             return JSONResponse(
                 error_body(
-                    "The server's storage is full; retry later (the operator has been alerted)",
+                    "The server's storage is full; nothing was kept. Retry later",
                     "storage_full",
                 ),
                 507,
