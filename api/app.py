@@ -48,6 +48,10 @@ class Service:
         from jobs.broker import start_embedded_worker
 
         if self.worker is None:
+            if self.settings.render_subprocess:
+                from jobs.actors.child import warm
+
+                warm()
             self.worker = start_embedded_worker(
                 self.broker, threads or self.settings.worker_threads
             )

@@ -168,6 +168,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port, addr=settings.host)
+    if settings.render_subprocess:
+        from jobs.actors.child import warm
+
+        warm()
     worker = start_embedded_worker(service.broker, settings.worker_threads, queues)
     log.info("worker started: %s threads on queues %s", settings.worker_threads, queues)
     print("velocity worker ready", flush=True)

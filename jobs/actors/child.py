@@ -83,6 +83,17 @@ def _child_main(  # noqa: PLR0917 - the process entry point
     conn.close()
 
 
+def _noop(control: Any) -> None:
+    return None
+
+
+def warm() -> None:
+    """Start the forkserver and let it import the renderer now (a worker calls this before
+    it takes jobs), not during the first render, where that CPU would compete with the
+    work of leases held by this and other workers."""
+    run_in_child(_noop, (), Control(), 0)
+
+
 def picklable(work: Callable[..., Any], args: tuple[Any, ...]) -> bool:
     """Whether ``work(*args)`` can be sent to a child (module-level function, plain data)."""
     try:
@@ -143,4 +154,4 @@ def run_in_child(
     return payload
 
 
-__all__ = ["ChildDied", "picklable", "run_in_child"]
+__all__ = ["ChildDied", "picklable", "run_in_child", "warm"]
