@@ -51,6 +51,10 @@ class Service:
         from jobs.broker import start_embedded_worker
 
         if self.worker is None:
+            if self.settings.render_subprocess:
+                from jobs.actors.child import warm
+
+                warm()
             self.worker = start_embedded_worker(
                 self.broker, threads or self.settings.worker_threads
             )
@@ -229,6 +233,12 @@ def create_app(
             cache["v"] = _static_segments(app)
         return cache["v"]
 
+    from api.routers.metrics import HttpMetrics
+    from api.routers.metrics import router as metrics_router
+
+    app.include_router(metrics_router)
+    # Added first, so it runs inside CaseInsensitivePaths and sees the routed scope.
+    app.add_middleware(HttpMetrics)
     app.add_middleware(CaseInsensitivePaths, static_segments=segments)
     install_http_middleware(app, settings)
     install_openapi(app)

@@ -27,10 +27,13 @@ DEMO_USER = "demo"
 
 
 def _setup_logging(command: str | None) -> None:
+    from jobs.logs import setup_logging
+
     # `velocity render` is a terminal tool: its stderr is the progress bar and at most one
     # error line, so only warnings get through there; the services log at INFO.
     level = logging.WARNING if command == "render" else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = "text" if command == "render" else Settings().log_format
+    setup_logging(level, fmt)
     # Migrations run on every start; their step-by-step chatter is noise there.
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -193,7 +196,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 banner = _start_banner(_public_base(settings.host, port), key, created)
                 print(banner, flush=True)
 
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+    # log_config=None: uvicorn's records go through the handler set up above (JSON too).
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", log_config=None
+    )
     Server(config).run()
     return 0
 
@@ -240,6 +246,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     from jobs.broker import start_embedded_worker
 
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host)
+    if settings.render_subprocess:
+        from jobs.actors.child import warm
+
+        warm()
     worker = start_embedded_worker(service.broker, settings.worker_threads, queues)
     log.info("worker started: %s threads on queues %s", settings.worker_threads, queues)
     print("velocity worker ready", flush=True)

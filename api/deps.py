@@ -16,7 +16,7 @@ from fastapi.security import APIKeyHeader
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import authenticate
-from api.errors import Forbidden, Unauthorized
+from api.errors import Forbidden, InsufficientStorage, Unauthorized
 from jobs.db import Database
 from jobs.models import User
 from jobs.settings import Settings
@@ -107,3 +107,26 @@ async def admin(
 
 
 AdminDep = Depends(admin)
+
+
+def check_free_space(settings: Settings, storage: Storage, what: str = "renders") -> None:
+    """Refuse new work while the storage filesystem is below ``VELOCITY_MIN_FREE_MB``.
+
+    Raises:
+        InsufficientStorage: 507 ``storage_full`` (with ``Retry-After``).
+    """
+    floor = settings.min_free_mb * 1024 * 1024
+    if floor and storage.free_bytes() < floor:
+        raise InsufficientStorage(
+            f"The server is low on storage and accepts no new {what} for now; retry later",
+            "storage_full",
+            headers={"Retry-After": "60"},
+        )
+
+
+async def require_free_space(
+    settings: Annotated[Settings, Depends(get_settings)],
+    storage: Annotated[Storage, Depends(get_storage)],
+) -> None:
+    """``check_free_space`` as a route dependency (``POST /render``, ``/render/batch``)."""
+    check_free_space(settings, storage)

@@ -14,7 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from jobs.faults import is_disk_full, is_unavailable, outage_exception_types
+
 log = logging.getLogger("velocity.api")
+
+# Seconds a client should wait before retrying while the database or broker is down.
+RETRY_AFTER_S = 2
 
 
 class AppError(Exception):
@@ -74,6 +79,11 @@ class RangeNotSatisfiable(AppError):
 class TooManyRequests(AppError):
     status = 429
     code = "too_many_requests"
+
+
+class InsufficientStorage(AppError):
+    status = 507
+    code = "storage_full"
 
 
 def error_body(detail: str, code: str) -> dict[str, str]:
@@ -173,7 +183,48 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    def _infrastructure(request: Request, exc: Exception) -> JSONResponse | None:
+        down = is_unavailable(exc)
+        if down is not None:
+            # An outage, not a bug: the client should retry; pool_pre_ping reconnects.
+            log.warning("%s unavailable on %s %s", down, request.method, request.url.path)
+            return JSONResponse(
+                error_body(
+                    f"The service's {down} is unavailable right now; retry shortly",
+                    "service_unavailable",
+                ),
+                503,
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        if is_disk_full(exc):
+            log.error("storage full on %s %s", request.method, request.url.path)
+            return JSONResponse(
+                error_body(
+                    "The server's storage is full; nothing was kept. Retry later",
+                    "storage_full",
+                ),
+                507,
+                headers={"Retry-After": "60"},
+            )
+        return None
+
+    async def _outage(request: Request, exc: Exception) -> JSONResponse:
+        # Registered per class (not only under Exception) so the answer goes through
+        # ExceptionMiddleware: the catch-all handler's ServerErrorMiddleware re-raises after
+        # answering, and the server then drops the keep-alive connection.
+        answer = _infrastructure(request, exc)
+        if answer is not None:
+            return answer
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body("internal error", "internal_error"), 500)
+
+    for cls in outage_exception_types():
+        app.add_exception_handler(cls, _outage)
+
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        answer = _infrastructure(request, exc)
+        if answer is not None:
+            return answer
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal error", "internal_error"), 500)

@@ -22,7 +22,9 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
-from api.errors import BadRequest, PayloadTooLarge
+from api.deps import check_free_space
+from api.errors import BadRequest, InsufficientStorage, PayloadTooLarge
+from jobs.faults import is_disk_full
 
 MAX_FIELD_BYTES = 64 * 1024
 _SLACK = 1024 * 1024  # multipart framing allowance for the Content-Length pre-check
@@ -66,6 +68,15 @@ def quota_error(needed: int, available: int) -> BadRequest:
         f"{max(available, 0) / 1e6:.1f} MB are available. Delete templates, audio or renders, "
         "or ask an admin for a larger quota.",
         "storage_quota_exceeded",
+    )
+
+
+def storage_full() -> InsufficientStorage:
+    """The server's disk filled while receiving an upload (507, nothing kept)."""
+    return InsufficientStorage(
+        "The server ran out of storage while receiving the upload; nothing was kept. Retry later",
+        "storage_full",
+        headers={"Retry-After": "60"},
     )
 
 
@@ -198,6 +209,7 @@ async def receive_multipart(
     }
     parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
     written = 0
+    disk_full: OSError | None = None
     handle = await anyio.open_file(tmp_path, "wb")
     try:
         try:
@@ -218,7 +230,16 @@ async def receive_multipart(
                         raise too_large(max_bytes)
                     if available_bytes is not None and written > available_bytes:
                         raise quota_error(max(written, declared), available_bytes)
-                    await handle.write(data)
+                    if disk_full is None:
+                        try:
+                            await handle.write(data)
+                        except OSError as exc:
+                            if not is_disk_full(exc):
+                                raise
+                            # Keep reading: the answer goes out once the body is drained.
+                            disk_full = exc
+            if disk_full is not None:
+                raise storage_full() from disk_full
             parser.finalize()
         except ClientDisconnect:
             raise
@@ -249,6 +270,7 @@ async def stream_upload(
     The early quota check uses the user's row as loaded by authentication; the atomic
     reservation happens afterwards (``reserve_upload``).
     """
+    check_free_space(settings, storage, "uploads")
     available = user.storage_quota_bytes - user.storage_used_bytes - user.storage_reserved_bytes
     # Nothing may hold a database transaction while a large body is streaming in.
     await session.commit()

@@ -90,3 +90,22 @@ def start_embedded_worker(
     )
     worker.start()
     return worker
+
+
+def queue_depth(broker: dramatiq.Broker, queue: str) -> int | None:
+    """Messages the broker holds for ``queue`` (queued, delayed, or taken and not yet
+    acknowledged); None when the broker cannot tell.
+
+    Raises:
+        Whatever the broker's client raises when it is unreachable.
+    """
+    from dramatiq.common import dq_name
+
+    client = getattr(broker, "client", None)
+    if client is not None:  # RedisBroker
+        namespace = getattr(broker, "namespace", "dramatiq")
+        return sum(int(client.hlen(f"{namespace}:{q}.msgs")) for q in (queue, dq_name(queue)))
+    queues = getattr(broker, "queues", None)
+    if isinstance(queues, dict):  # StubBroker
+        return sum(int(queues[q].qsize()) for q in (queue, dq_name(queue)) if q in queues)
+    return None

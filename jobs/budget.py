@@ -195,3 +195,30 @@ async def release_render(session: AsyncSession, render: Render) -> None:
         .execution_options(synchronize_session=False)
     )
     render.reserved_render_ms -= held
+
+
+async def refund_render(session: AsyncSession, render: Render) -> int:
+    """Give back everything ``render`` was charged (a failure that was the service's fault,
+    such as a full disk); returns the milliseconds refunded."""
+    charged = int(
+        await session.scalar(sa.select(Render.render_time_ms).where(Render.id == render.id)) or 0
+    )
+    if charged > 0:
+        await session.execute(
+            sa.update(User)
+            .where(User.id == render.user_id)
+            .values(
+                render_used_ms=sa.case(
+                    (User.render_used_ms > charged, User.render_used_ms - charged), else_=0
+                )
+            )
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            sa.update(Render)
+            .where(Render.id == render.id)
+            .values(render_time_ms=Render.render_time_ms - charged)
+            .execution_options(synchronize_session=False)
+        )
+    render.render_time_ms = 0
+    return charged

@@ -71,6 +71,20 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     # JSON (non-multipart) request bodies larger than this answer 413.
     max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Fault tolerance (see the README's "Production deployment"): a render pending longer
+    # than this many seconds fails with ``pending_timeout`` and releases its reservations
+    # (0: never); renders are refused (507) and /health is unhealthy while the storage
+    # filesystem has less than ``min_free_mb`` free; worker processes lower their CPU
+    # priority by ``worker_nice`` so renders never starve the API on a shared machine.
+    max_pending_s: int = Field(default=86_400, ge=0)
+    min_free_mb: int = Field(default=200, ge=0)
+    worker_nice: int = Field(default=10, ge=0, le=19)
+    # Run the renderer in a child process at worker_nice (crash isolation, and the API
+    # keeps answering while renders run on the same cores); false: worker threads.
+    render_subprocess: bool = True
+    log_format: Literal["text", "json"] = "text"
+    # `velocity worker` serves its Prometheus metrics on this port (on ``host``); None: off.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("broker_url", "admin_key", "signing_secret", mode="before")
     @classmethod
@@ -96,6 +110,12 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no external broker is configured (in-process worker threads)."""
         return self.broker_url is None
+
+    @property
+    def resend_after_s(self) -> float:
+        """How long a pending job's message may be out before the sweeper re-sends it (two
+        leases: a healthy queue moves well within that, and a duplicate is a no-op)."""
+        return 2.0 * self.lease_seconds
 
     @property
     def is_sqlite(self) -> bool:

@@ -14,6 +14,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -228,3 +229,132 @@ def service_env(tmp_path: Path, pg_database: str, clean_redis: str) -> dict[str,
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+class RedisServer:
+    """A Redis server of one test that the test can stop and start again on the same port
+    (without persistence: a restart loses every queued message, as in production with
+    ``appendonly no``)."""
+
+    def __init__(self, base: Path) -> None:
+        server = shutil.which("redis-server")
+        if not server:
+            unavailable("redis-server not found")
+        assert server
+        self.binary, self.base, self.port = server, base, free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            [
+                *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.base)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_port(self.port, self.proc, "redis-server")
+        return self
+
+    def stop(self) -> None:
+        """Kill the server (its data is gone) and wait until it has exited."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(20)
+            self.proc = None
+
+
+class PostgresServer:
+    """A PostgreSQL server of one test that the test can stop (fast shutdown: sessions are
+    cut) and start again on the same port with its data."""
+
+    def __init__(self, base: Path) -> None:
+        initdb, postgres = _pg_bin("initdb"), _pg_bin("postgres")
+        if not (initdb and postgres):
+            unavailable("PostgreSQL binaries (initdb, postgres) not found")
+        assert initdb and postgres
+        self.postgres, self.base, self.port = postgres, base, free_port()
+        # PostgreSQL refuses to run as root: run it as 'postgres' directly (not through
+        # runuser, which would not pass the shutdown signal on).
+        self.user: dict[str, int] = {}
+        if os.geteuid() == 0:
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                unavailable("running as root and no 'postgres' user to run the server")
+            self.user = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+            os.chown(base, owner.pw_uid, owner.pw_gid)
+        subprocess.run(
+            [initdb, "-D", str(base / "data"), "-U", "postgres", "--auth=trust"]
+            + ["-E", "UTF8", "--no-sync"],
+            check=True,
+            capture_output=True,
+            **self.user,  # type: ignore[arg-type]
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> PostgresServer:
+        self.proc = subprocess.Popen(
+            [self.postgres, "-D", str(self.base / "data"), "-p", str(self.port)]
+            + ["-k", str(self.base), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **self.user,  # type: ignore[arg-type]
+        )
+        _wait_port(self.port, self.proc, "postgres")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _pg_accepts(self.url):
+            if time.monotonic() > deadline:
+                raise RuntimeError("postgres did not become ready")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT): every session is cut, as when the server goes away."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.proc = None
+
+
+def _pg_accepts(url: str) -> bool:
+    import asyncpg
+
+    async def probe() -> bool:
+        try:
+            conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        except (OSError, asyncpg.PostgresError):
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A running Redis server the test may restart."""
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    """A running PostgreSQL server the test may stop and start."""
+    base = Path(tempfile.mkdtemp(prefix="velocity-pg-fault-"))
+    server = PostgresServer(base)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)

@@ -15,6 +15,9 @@ HEALTHY = {
     "database": True,
     "broker": True,
     "storage": True,
+    "storageFreeBytes": 52_428_800_000,
+    "storageFloorBytes": 209_715_200,
+    "down": [],
     "mode": "embedded",
     "encoders": {"libx264": True, "libx265": True, "libsvtav1": True, "h264_nvenc": False},
 }
@@ -40,6 +43,13 @@ def _storage_ok(storage: Any) -> bool:
         return False
 
 
+def _free_bytes(storage: Any) -> int | None:
+    try:
+        return int(storage.free_bytes())
+    except OSError:
+        return None
+
+
 def _encoders() -> dict[str, bool]:
     # The media stack is imported here only, on first use, to keep the API process light.
     from renderer.encoder import available_encoders
@@ -56,13 +66,20 @@ def _encoders() -> dict[str, bool]:
             "content": {"application/json": {"example": HEALTHY}},
         },
         503: {
-            "description": "A dependency is down (``ok`` false, the failing one false)",
-            "content": {"application/json": {"example": {**HEALTHY, "ok": False, "broker": False}}},
+            "description": "A dependency is down (``ok`` false, the failing one false and named "
+            "in ``down``)",
+            "content": {
+                "application/json": {
+                    "example": {**HEALTHY, "ok": False, "broker": False, "down": ["broker"]}
+                }
+            },
         },
     },
 )
 async def health(request: Request) -> JSONResponse:
-    """``{ok, database, broker, storage, encoders}``; 503 when a dependency is down."""
+    """``{ok, database, broker, storage, storageFreeBytes, storageFloorBytes, down,
+    encoders}``; 503 when a dependency is down (``down`` names it) or storage free space is
+    below ``VELOCITY_MIN_FREE_MB``."""
     service = request.app.state.service
     database = await service.db.ping()
     broker = await anyio.to_thread.run_sync(_broker_ok, service.broker)
@@ -74,12 +91,21 @@ async def health(request: Request) -> JSONResponse:
         except Exception:
             encoders = {}
         service.extras["encoders"] = encoders
+    free = await anyio.to_thread.run_sync(_free_bytes, service.storage)
+    floor = service.settings.min_free_mb * 1024 * 1024
+    storage = storage and free is not None and free >= floor
     ok = database and broker and storage
+    down = [name for name, up in (("database", database), ("broker", broker)) if not up]
+    if not storage:
+        down.append("storage")
     body = {
         "ok": ok,
         "database": database,
         "broker": broker,
         "storage": storage,
+        "storageFreeBytes": free,
+        "storageFloorBytes": floor,
+        "down": down,
         "mode": "embedded" if service.settings.embedded else "distributed",
         "encoders": encoders,
     }

@@ -14,9 +14,9 @@ import uuid
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from api.deps import DbDep, SessionDep, SettingsDep, StorageDep, UserDep
+from api.deps import DbDep, SessionDep, SettingsDep, StorageDep, UserDep, require_free_space
 from api.downloads import file_response
 from api.errors import (
     AppError,
@@ -88,7 +88,8 @@ async def _submit(
     "",
     response_model=RenderCreated,
     summary="Create a render job",
-    responses=error_responses(400, 401, 402, 404, 429),
+    responses=error_responses(400, 401, 402, 404, 429, 507),
+    dependencies=[Depends(require_free_space)],
 )
 async def create_render(
     body: RenderRequest, session: SessionDep, settings: SettingsDep, user: UserDep
@@ -104,7 +105,8 @@ async def create_render(
     "/batch",
     response_model=RenderBatchCreated,
     summary="Create up to 100 render jobs at once",
-    responses=error_responses(400, 401, 402, 404, 429),
+    responses=error_responses(400, 401, 402, 404, 429, 507),
+    dependencies=[Depends(require_free_space)],
 )
 async def create_render_batch(
     body: RenderBatchRequest, session: SessionDep, settings: SettingsDep, user: UserDep

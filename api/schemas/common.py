@@ -163,6 +163,8 @@ ERROR_DESCRIPTIONS: dict[int | str, str] = {
     413: "File size exceeds the maximum allowed",
     416: "Range not satisfiable",
     429: "Too many concurrent renders",
+    503: "A dependency (database, broker) is unavailable; retry after ``Retry-After`` seconds",
+    507: "The server's storage is full or below its free-space floor (``storage_full``)",
     # Declaring a default also keeps FastAPI from documenting a 422 this API never sends.
     "default": "Any other error (500 internal_error); request validation answers 400, not 422",
 }

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from jobs.actors import ASSET_ACTOR, AUDIO_ACTOR, TEMPLATE_ACTOR, current_storage, run_job
 from jobs.broker import LIBRARY_QUEUE
 from jobs.db import Database
+from jobs.faults import STORAGE_FULL, is_disk_full
 from jobs.models import Asset, Audio, AudioJob, JobStatus, Template, TemplateJob, utcnow
 from jobs.quota import release_storage, reserve_storage, settle_storage
 from jobs.storage import Storage
@@ -55,6 +56,12 @@ def _failure_from(exc: BaseException, doing: str) -> JobFailure:
         return JobFailure(exc.code, str(exc))
     if isinstance(exc, TimeLimitExceeded):
         return JobFailure("timeout", f"Processing took too long while {doing}")
+    if is_disk_full(exc):
+        log.error("storage full while %s", doing)
+        return JobFailure(
+            STORAGE_FULL,
+            f"The server ran out of disk space while {doing}; upload the file again later",
+        )
     log.exception("unexpected error while %s", doing)
     return JobFailure(
         "internal_error",

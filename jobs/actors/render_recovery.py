@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 import dramatiq
 
+from jobs import metrics
 from jobs.actors import current_settings
 from jobs.actors.render_chunks import remove_chunk_outputs
 from jobs.actors.renders import remove_partial_outputs
 from jobs.db import Database, create_database
+from jobs.faults import is_unavailable
 from jobs.models.base import JobStatus
+from jobs.resend import expire_pending_renders, resend_stale
 from jobs.settings import Settings
 from jobs.storage import Storage
 from jobs.store import render_recovery as recovery_store
@@ -165,19 +169,52 @@ class RenderSweeper:
         self._stop.set()
         self._thread.join(timeout)
 
+    async def sweep(self, db: Database, storage: Storage, *, leases: bool = True) -> dict[str, int]:
+        """One pass: expired leases (unless ``leases`` is False), then lost messages, then
+        renders pending too long."""
+        counts: dict[str, int] = {}
+        if leases:
+            counts = await recover_renders(db, self.broker, storage=storage, requeue_pending=False)
+            metrics.LEASE_EXPIRIES.inc(
+                sum(n for k, n in counts.items() if k != "pending" and not k.endswith("resent"))
+            )
+        resent = await resend_stale(db, self.broker, self.settings)
+        for kind, n in resent.items():
+            if n:
+                counts["resent_" + kind] = n
+                metrics.RESENDS.labels(kind).inc(n)
+        expired = await expire_pending_renders(db, self.settings)
+        if expired:
+            counts["pending_timeout"] = expired
+            metrics.PENDING_TIMEOUTS.inc(expired)
+        return counts
+
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         db = create_database(self.settings, null_pool=True)
         storage = Storage(self.settings.storage_dir)
+        lease = float(self.settings.lease_seconds)
+        # After an outage every lease looks expired, though most workers are alive and
+        # renew within a third of a lease once the database is back (or complete their
+        # finished render): leases are not reclaimed until one and a half leases after the
+        # last failed pass.
+        grace_until = 0.0
         try:
             # Sweeping every third of a lease bounds the wait after a crash to ~1.33 leases.
-            while not self._stop.wait(max(1.0, self.settings.lease_seconds / 3)):
+            while not self._stop.wait(max(1.0, lease / 3)):
                 try:
                     loop.run_until_complete(
-                        recover_renders(db, self.broker, storage=storage, requeue_pending=False)
+                        self.sweep(db, storage, leases=time.monotonic() >= grace_until)
                     )
-                except Exception:
-                    log.exception("render sweeper pass failed")
+                except Exception as exc:
+                    down = is_unavailable(exc)
+                    if down is None:
+                        log.exception("render sweeper pass failed")
+                        continue
+                    # The database or broker is down: the next pass tries again.
+                    log.warning("sweeper pass skipped: %s unavailable", down)
+                    if down == "database":  # leases could not be renewed meanwhile
+                        grace_until = time.monotonic() + 1.5 * lease
         finally:
             loop.run_until_complete(db.dispose())
             loop.close()

@@ -30,6 +30,7 @@ from dramatiq.middleware import Shutdown, TimeLimitExceeded
 
 from jobs import budget
 from jobs.db import Database
+from jobs.faults import STORAGE_FULL, STORAGE_FULL_REASON, is_disk_full
 from jobs.models.base import JobStatus
 from jobs.settings import Settings
 from jobs.storage import Storage
@@ -131,6 +132,7 @@ class Attempt:
         self.control = Control(clock)
         # Set-up (claiming, resolving inputs, loading the template) is charged too.
         self.last_charge = clock()
+        self.started = time.monotonic()  # for the render-seconds metrics
 
     def take_elapsed_ms(self) -> int:
         """The wall time since the previous charge, which from now on counts as charged."""
@@ -220,6 +222,22 @@ class Attempt:
                 # Cancelling, or (for a chunk) the render stopped without it.
                 control.cancel_requested = True
 
+    def _runner(self, work: Callable[..., T], args: tuple[Any, ...]) -> Callable[[], T]:
+        """``work(*args)`` on the helper thread, or (``settings.render_subprocess``) in a
+        niced child process when the work can be sent there (``args`` end with the
+        ``Control``, which the child replaces with its own)."""
+        from jobs.actors import child
+
+        if (
+            self.settings.render_subprocess
+            and args
+            and args[-1] is self.control
+            and child.picklable(work, args[:-1])
+        ):
+            nice = self.settings.worker_nice
+            return lambda: child.run_in_child(work, args[:-1], self.control, nice)
+        return lambda: work(*args)
+
     async def execute(self, work: Callable[..., T], *args: Any) -> T | None:
         """Run ``work(*args)`` on a helper thread under the heartbeat and return what it
         returns; None when it did not finish, after ending the attempt accordingly.
@@ -243,7 +261,7 @@ class Attempt:
             return None
         if beat.status != JobStatus.Processing:
             control.cancel_requested = True
-        task = asyncio.get_running_loop().run_in_executor(None, work, *args)
+        task = asyncio.get_running_loop().run_in_executor(None, self._runner(work, args))
         try:
             await self.heartbeat_loop(task)
             return await task
@@ -264,13 +282,17 @@ class Attempt:
                 await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
             else:
                 await self.end(JobStatus.Cancelled, "Cancelled")
-        except RendererError as err:
-            await self.end(JobStatus.Failed, str(err), err.code)
-        except InputError as err:
-            await self.end(JobStatus.Failed, err.reason, err.code)
-        except Exception:
-            log.exception("%s failed unexpectedly", self.label)
-            await self.end(JobStatus.Failed, INTERNAL_REASON, "internal_error")
+        except Exception as err:
+            if is_disk_full(err):
+                log.error("%s: storage full (%s)", self.label, err)
+                await self.end(JobStatus.Failed, STORAGE_FULL_REASON, STORAGE_FULL)
+            elif isinstance(err, RendererError):
+                await self.end(JobStatus.Failed, str(err), err.code)
+            elif isinstance(err, InputError):
+                await self.end(JobStatus.Failed, err.reason, err.code)
+            else:
+                log.exception("%s failed unexpectedly", self.label)
+                await self.end(JobStatus.Failed, INTERNAL_REASON, "internal_error")
         return None
 
 

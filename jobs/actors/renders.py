@@ -29,7 +29,7 @@ from typing import Any
 import dramatiq
 import sqlalchemy as sa
 
-from jobs import budget, quota
+from jobs import budget, metrics, quota
 from jobs.actors import current_settings, current_storage, run_job
 from jobs.actors.render_run import (
     BUDGET_REASON,
@@ -41,6 +41,8 @@ from jobs.actors.render_run import (
     quota_reason,
 )
 from jobs.db import Database
+from jobs.faults import is_unavailable
+from jobs.logs import bind
 from jobs.models.base import JobStatus
 from jobs.models.library import Asset, Audio, Template
 from jobs.models.render import Render
@@ -57,6 +59,12 @@ from renderer.errors import RendererError
 log = logging.getLogger(__name__)
 
 RENDER_TIME_LIMIT_MS = 6 * 3600 * 1000
+# Completing a finished render is retried while the database is unavailable: first after
+# COMPLETE_RETRY_FIRST_S, doubling up to COMPLETE_RETRY_MAX_S, for at least
+# COMPLETE_RETRY_MIN_S (three leases when longer).
+COMPLETE_RETRY_FIRST_S = 0.1
+COMPLETE_RETRY_MAX_S = 1.0
+COMPLETE_RETRY_MIN_S = 60.0
 
 
 def _owner_token() -> str:
@@ -251,7 +259,7 @@ class _Run(Attempt):
 
     async def end(self, status: Any, reason: str, code: str | None = None) -> None:
         """End as failed or cancelled (if the lease is still ours), charging the time used."""
-        self.out.unlink(missing_ok=True)
+        remove_partial_outputs(self.storage, self.render.id, self.render.attempts)
         async with self.db.session() as s:
             current = await s.scalar(
                 sa.select(Render.lease_owner).where(Render.id == self.render.id)
@@ -265,6 +273,75 @@ class _Run(Attempt):
             )
         if ok:
             log.info("render %s %s: %s", self.render.id, status.value, reason)
+
+    async def complete(self, report: Any, size: int) -> str:
+        """Charge the time used and mark the render completed with its output moved into
+        place; while the database is unavailable, retry with bounded back-off and keep the
+        finished file (the compare-and-set on our lease owner makes a late retry safe).
+
+        Returns ``completed``; ``lost`` (no longer ours, or cancelled meanwhile);
+        ``exhausted`` (the budget ran out: what was left is charged, nothing completed);
+        ``over_quota`` (the file does not fit the quota: rolled back, the time uncharged
+        for ``end`` to charge)."""
+        render, elapsed_ms = self.render, self.take_elapsed_ms()
+        final = self.storage.new_path("renders", render.user_id, render.id, ".mp4")
+        deadline = time.monotonic() + max(COMPLETE_RETRY_MIN_S, 3 * self.settings.lease_seconds)
+        delay, retried = COMPLETE_RETRY_FIRST_S, False
+        while True:
+            try:
+                async with self.db.session() as s:
+                    if retried and await self._completed_by_lost_commit(s, final):
+                        self.storage.move_into_place(self.out, final)
+                        return "completed"
+                    if (await budget.charge_render(s, render, elapsed_ms)).exhausted:
+                        return "exhausted"  # the session commits the capped charge
+                    done = await lifecycle.complete(
+                        s,
+                        self.storage,
+                        render,
+                        self.owner,
+                        self.out,
+                        size_bytes=size,
+                        encoder_used=str(report.encoder),
+                        frames_total=int(report.frames),
+                        cached_frames=int(getattr(report, "cached_frames", 0)),
+                    )
+                    return "completed" if done else "lost"
+            except lifecycle.OverQuota:
+                # The charge was rolled back with the completion: leave it for end().
+                self.last_charge -= elapsed_ms / 1000
+                return "over_quota"
+            except Exception as exc:
+                # The move into place happens before the commit: take the file back.
+                final_abs = self.storage.abs(final)
+                if not self.out.exists() and final_abs.exists():
+                    os.replace(final_abs, self.out)
+                if is_unavailable(exc) is None or time.monotonic() + delay > deadline:
+                    raise
+                metrics.COMPLETION_RETRIES.inc()
+                log.warning(
+                    "render %s finished but the %s is unavailable; retrying completion in %.1fs",
+                    render.id,
+                    is_unavailable(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay, retried = min(2 * delay, COMPLETE_RETRY_MAX_S), True
+
+    async def _completed_by_lost_commit(self, session: Any, final: str) -> bool:
+        """True when an earlier try committed although its connection failed (the row is
+        completed with this output): only the file still has to be moved into place."""
+        row = (
+            await session.execute(
+                sa.select(Render.status, Render.output_path).where(Render.id == self.render.id)
+            )
+        ).first()
+        return bool(
+            row is not None
+            and row[0] == JobStatus.Completed
+            and row[1] == final
+            and self.out.exists()
+        )
 
     async def run(self, inputs: _Inputs | None = None) -> None:
         render = self.render
@@ -280,34 +357,23 @@ class _Run(Attempt):
         if report is None:
             return
         size = self.out.stat().st_size
-        async with self.db.session() as s:
+        outcome = await self.complete(report, size)
+        if outcome == "exhausted":
             # The last frames, the flush and the mux count too: a render that ran out on
             # the way fails, charged what was left.
-            exhausted = (await self.charge(s)).exhausted
-        if exhausted:
             await self.end(JobStatus.Failed, BUDGET_REASON, "insufficient_render_budget")
             return
-        try:
-            async with self.db.session() as s:
-                done = await lifecycle.complete(
-                    s,
-                    self.storage,
-                    render,
-                    self.owner,
-                    self.out,
-                    size_bytes=size,
-                    encoder_used=str(report.encoder),
-                    frames_total=int(report.frames),
-                    cached_frames=int(getattr(report, "cached_frames", 0)),
-                )
-        except lifecycle.OverQuota:
+        if outcome == "over_quota":
             # Rolled back, so nothing was booked; end() removes the file and releases the
             # reservations.
             cap = self.control.max_output_bytes or render.reserved_storage_bytes
             await self.end(JobStatus.Failed, quota_reason(max(cap, 0)), QUOTA_CODE)
             return
-        if done:
+        if outcome == "completed":
             log.info("render %s completed (%d bytes, %s)", render.id, size, report.encoder)
+            seconds = max(1e-6, time.monotonic() - self.started)
+            metrics.RENDER_SECONDS.labels("render").observe(seconds)
+            metrics.RENDER_FPS.labels("render").observe(int(report.frames) / seconds)
             for fit in report.text_fits:
                 if fit.uncovered:  # drawn as missing-glyph boxes; the rest of the text is drawn
                     log.warning(
@@ -367,6 +433,18 @@ async def _render_job(
     if render is None:
         log.info("render %s is not pending; dropping the message", render_id)
         return
+    with bind(account=render.user_id):
+        await _run_claimed(db, settings, storage, render, owner, clock)
+
+
+async def _run_claimed(  # noqa: PLR0917 - the claimed render and the job's context
+    db: Database,
+    settings: Settings,
+    storage: Storage,
+    render: Render,
+    owner: str,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
     log.info("render %s claimed by %s (attempt %d)", render.id, owner, render.attempts)
     run = _Run(db, settings, storage, render, owner, clock=clock)
     if settings.chunk_frames and render.frames_total > settings.chunk_frames:
@@ -401,7 +479,8 @@ def render(render_id: str) -> None:
     settings = current_settings()
     storage = current_storage()
     rid = uuid.UUID(render_id)
-    run_job(lambda db: _render_job(db, settings, storage, rid))
+    with bind(render_id=rid):
+        run_job(lambda db: _render_job(db, settings, storage, rid))
 
 
 __all__ = [

@@ -119,3 +119,11 @@ class CreatedMixin:
     """``created_at`` in UTC, set on insert."""
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EnqueuedMixin:
+    """``last_enqueued_at``: when the job's message was last sent (set on insert, since the
+    row is enqueued by the transaction that creates it, and again at every re-send). The
+    sweeper re-sends pending jobs whose message has been out too long (``jobs.resend``)."""
+
+    last_enqueued_at: Mapped[datetime | None] = mapped_column(default=utcnow)

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from jobs.models.base import Base, CreatedMixin, IdMixin, JobStatus
+from jobs.models.base import Base, CreatedMixin, EnqueuedMixin, IdMixin, JobStatus
 
 TEMPLATE_STAGES = ("uploaded", "validating", "extracting", "analyzing", "done")
 
@@ -50,7 +50,7 @@ class Template(IdMixin, CreatedMixin, Base):
     )
 
 
-class TemplateJob(IdMixin, CreatedMixin, Base):
+class TemplateJob(IdMixin, CreatedMixin, EnqueuedMixin, Base):
     """One processing run of a template (stages uploaded → validating → extracting →
     analyzing → done)."""
 
@@ -107,7 +107,7 @@ class Audio(IdMixin, CreatedMixin, Base):
     group: Mapped[AudioGroup] = relationship(back_populates="audios", lazy="raise")
 
 
-class AudioJob(IdMixin, CreatedMixin, Base):
+class AudioJob(IdMixin, CreatedMixin, EnqueuedMixin, Base):
     """One processing (validation) run of an audio upload."""
 
     __tablename__ = "audio_jobs"
@@ -123,7 +123,7 @@ class AudioJob(IdMixin, CreatedMixin, Base):
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class Asset(IdMixin, CreatedMixin, Base):
+class Asset(IdMixin, CreatedMixin, EnqueuedMixin, Base):
     """An image or video uploaded for use in customisations (``assetId``)."""
 
     __tablename__ = "assets"

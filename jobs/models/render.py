@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobs.models.base import Base, CreatedMixin, IdMixin, JobStatus
+from jobs.models.base import Base, CreatedMixin, EnqueuedMixin, IdMixin, JobStatus
 
 
 class Campaign(IdMixin, CreatedMixin, Base):
@@ -58,7 +58,7 @@ class CampaignAudioGroup(CreatedMixin, Base):
     )
 
 
-class Render(IdMixin, CreatedMixin, Base):
+class Render(IdMixin, CreatedMixin, EnqueuedMixin, Base):
     """One render job and, once completed, its output video.
 
     ``request`` holds what the worker needs, resolved at submission: ``customizationMap``

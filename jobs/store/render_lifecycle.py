@@ -12,7 +12,8 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs import budget, quota
+from jobs import budget, metrics, quota
+from jobs.faults import STORAGE_FULL
 from jobs.messages import enqueue
 from jobs.models.base import JobStatus, utcnow
 from jobs.models.render import Render, RenderChunk
@@ -315,6 +316,11 @@ async def finish_unsuccessful(
         code,
         now,
     )
+    if status == JobStatus.Failed:
+        metrics.FAILURES.labels(code or "unknown").inc()
+    if code == STORAGE_FULL:
+        # The service's disk, not the user's request: nothing is charged.
+        await budget.refund_render(session, render)
     await release_reservations(session, render)
     notify_terminal(session, render)
     return True

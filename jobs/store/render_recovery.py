@@ -88,6 +88,7 @@ async def requeue_expired(session: AsyncSession, render: Render) -> JobStatus | 
             lease_expires_at=None,
             progress=0,
             frames_done=0,
+            last_enqueued_at=utcnow(),
         )
         .execution_options(synchronize_session=False)
     )

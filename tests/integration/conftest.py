@@ -21,6 +21,8 @@ from tests.servers import (  # noqa: F401 (fixtures re-exported for this package
     clean_redis,
     pg_database,
     pg_url,
+    postgres_server,
+    redis_server,
     redis_url,
     service_env,
 )

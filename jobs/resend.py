@@ -1,0 +1,226 @@
+"""Re-send pending work whose message may be lost, and give up on renders nobody takes.
+
+A message can vanish without its row changing: Redis restarted without persistence, a send
+that failed while Redis was down (the row was committed first), or a message dramatiq
+dead-lettered after its retries because the database was unreachable when a worker tried
+to claim it. Every render and library job records when its message was last sent
+(``last_enqueued_at``); the sweeper (``jobs.actors.render_recovery.RenderSweeper``, in every
+worker and in the embedded mode) calls ``resend_stale`` and sends another message for each
+job pending longer than ``resend_after_s`` since then, unless the broker shows its message
+still queued. Duplicates are harmless: every actor claims its job with a compare-and-set.
+
+Renders pending longer than ``settings.max_pending_s`` fail with ``pending_timeout`` and
+give back what they reserved, so no account is held at its limits for ever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import dramatiq
+import sqlalchemy as sa
+from dramatiq.common import dq_name
+
+from jobs.actors import ASSET_ACTOR, AUDIO_ACTOR, TEMPLATE_ACTOR
+from jobs.broker import LIBRARY_QUEUE, RENDERS_QUEUE
+from jobs.db import Database
+from jobs.messages import enqueue
+from jobs.models import Asset, Audio, AudioJob, JobStatus, Template, TemplateJob, utcnow
+from jobs.models.render import Render
+from jobs.settings import Settings
+from jobs.store.render_base import RENDER_ACTOR
+from jobs.store.render_lifecycle import finish_unsuccessful
+
+log = logging.getLogger(__name__)
+
+PENDING_TIMEOUT = "pending_timeout"
+
+
+def queued_ids(broker: dramatiq.Broker, queue: str) -> set[str] | None:
+    """The first argument (a job id) of every message of ``queue`` the broker still holds
+    (queued, delayed for a retry, or taken by a worker and not yet acknowledged); None when
+    the broker cannot tell, in which case every stale job is re-sent.
+
+    Raises:
+        Whatever the broker's client raises when it is unreachable.
+    """
+    client = getattr(broker, "client", None)
+    if client is not None:  # RedisBroker: messages live in "<ns>:<queue>.msgs" hashes
+        namespace = getattr(broker, "namespace", "dramatiq")
+        ids: set[str] = set()
+        for name in (queue, dq_name(queue)):
+            for raw in client.hvals(f"{namespace}:{name}.msgs"):
+                ids.update(_first_arg(raw))
+        return ids
+    queues = getattr(broker, "queues", None)
+    if isinstance(queues, dict):  # StubBroker: encoded messages in queue.Queue objects
+        ids = set()
+        for name in (queue, dq_name(queue)):
+            q = queues.get(name)
+            if q is None:
+                continue
+            with q.mutex:
+                raws = list(q.queue)
+            for raw in raws:
+                ids.update(_first_arg(raw))
+        return ids
+    return None
+
+
+def _first_arg(raw: Any) -> list[str]:
+    try:
+        args = json.loads(raw).get("args") or []
+    except (ValueError, AttributeError, TypeError):
+        return []
+    return [str(args[0])] if args else []
+
+
+def _stale(column: Any, cutoff: datetime) -> Any:
+    return sa.or_(column.is_(None), column < cutoff)
+
+
+async def expire_pending_renders(db: Database, settings: Settings) -> int:
+    """Fail renders pending longer than ``settings.max_pending_s`` (0: never); returns how
+    many. Their reservations are released and the webhook queued."""
+    if not settings.max_pending_s:
+        return 0
+    cutoff = utcnow() - timedelta(seconds=settings.max_pending_s)
+    async with db.session() as s:
+        old = list(
+            await s.scalars(
+                sa.select(Render).where(
+                    Render.status == JobStatus.Pending, Render.created_at < cutoff
+                )
+            )
+        )
+    failed = 0
+    for render in old:
+        async with db.session() as s:
+            ok = await finish_unsuccessful(
+                s,
+                render,
+                None,
+                JobStatus.Failed,
+                reason=(
+                    f"No worker started this render within {settings.max_pending_s} s of "
+                    "submission (VELOCITY_MAX_PENDING_S); check that workers are running "
+                    "and submit it again"
+                ),
+                code=PENDING_TIMEOUT,
+                expected=[JobStatus.Pending],
+            )
+        if ok:
+            failed += 1
+            log.warning(
+                "render %s failed: pending longer than %ss", render.id, settings.max_pending_s
+            )
+    return failed
+
+
+async def resend_stale(
+    db: Database, broker: dramatiq.Broker | None, settings: Settings
+) -> dict[str, int]:
+    """Re-send every render and library job pending for more than
+    ``settings.resend_after_s`` since its last send whose message the broker no longer holds;
+    returns counts by kind (``renders``, ``templates``, ``audio``, ``assets``)."""
+    target = broker or dramatiq.get_broker()
+    cutoff = utcnow() - timedelta(seconds=settings.resend_after_s)
+    counts = {"renders": 0, "templates": 0, "audio": 0, "assets": 0}
+    async with db.session() as s:
+        renders = list(
+            await s.scalars(
+                sa.select(Render.id).where(
+                    Render.status == JobStatus.Pending, _stale(Render.last_enqueued_at, cutoff)
+                )
+            )
+        )
+        templates = (
+            await s.execute(
+                sa.select(TemplateJob.id, TemplateJob.template_id).where(
+                    TemplateJob.status == JobStatus.Pending,
+                    _stale(TemplateJob.last_enqueued_at, cutoff),
+                )
+            )
+        ).all()
+        audio = (
+            await s.execute(
+                sa.select(AudioJob.id, AudioJob.audio_id).where(
+                    AudioJob.status == JobStatus.Pending,
+                    _stale(AudioJob.last_enqueued_at, cutoff),
+                )
+            )
+        ).all()
+        assets = list(
+            await s.scalars(
+                sa.select(Asset.id).where(
+                    Asset.status == JobStatus.Pending, _stale(Asset.last_enqueued_at, cutoff)
+                )
+            )
+        )
+    if not (renders or templates or audio or assets):
+        return counts
+    in_renders = queued_ids(target, RENDERS_QUEUE) if renders else set()
+    in_library = queued_ids(target, LIBRARY_QUEUE) if (templates or audio or assets) else set()
+    now = utcnow()
+
+    def lost(job_id: Any, queued: set[str] | None) -> bool:
+        return queued is None or str(job_id) not in queued
+
+    async with db.sessionmaker() as s:
+        try:
+            for rid in renders:
+                if lost(rid, in_renders) and await _touch(s, Render, rid, now):
+                    enqueue(s, RENDER_ACTOR, rid)
+                    counts["renders"] += 1
+            for job_id, template_id in templates:
+                if lost(job_id, in_library) and await _touch(s, TemplateJob, job_id, now):
+                    await s.execute(
+                        sa.update(Template)
+                        .where(Template.id == template_id, Template.status == JobStatus.Processing)
+                        .values(status=JobStatus.Pending)
+                        .execution_options(synchronize_session=False)
+                    )
+                    enqueue(s, TEMPLATE_ACTOR, job_id)
+                    counts["templates"] += 1
+            for job_id, audio_id in audio:
+                if lost(job_id, in_library) and await _touch(s, AudioJob, job_id, now):
+                    await s.execute(
+                        sa.update(Audio)
+                        .where(Audio.id == audio_id, Audio.status == JobStatus.Processing)
+                        .values(status=JobStatus.Pending)
+                        .execution_options(synchronize_session=False)
+                    )
+                    enqueue(s, AUDIO_ACTOR, job_id)
+                    counts["audio"] += 1
+            for asset_id in assets:
+                if lost(asset_id, in_library) and await _touch(s, Asset, asset_id, now):
+                    enqueue(s, ASSET_ACTOR, asset_id)
+                    counts["assets"] += 1
+            await s.commit()
+        except BaseException:
+            await s.rollback()
+            raise
+        finally:
+            from jobs.messages import send_outbox
+
+            send_outbox(s, target)
+    if any(counts.values()):
+        log.warning("re-sent pending jobs whose message was lost: %s", counts)
+    return counts
+
+
+async def _touch(session: Any, model: Any, row_id: Any, now: datetime) -> bool:
+    """Record a re-send of a still-pending row; False when it is no longer pending."""
+    result = await session.execute(
+        sa.update(model)
+        .where(model.id == row_id, model.status == JobStatus.Pending)
+        .values(last_enqueued_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0)) == 1
+
+
+__all__ = ["PENDING_TIMEOUT", "expire_pending_renders", "queued_ids", "resend_stale"]
