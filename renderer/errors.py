@@ -85,3 +85,11 @@ class OutputTooLarge(RendererError):
     def __init__(self, message: str, *, limit: int, written: int) -> None:
         super().__init__(message)
         self.limit, self.written = limit, written
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Renders run in child processes: the error must cross back through pickle.
+        return (_output_too_large, (str(self), self.limit, self.written))
+
+
+def _output_too_large(message: str, limit: int, written: int) -> OutputTooLarge:
+    return OutputTooLarge(message, limit=limit, written=written)

@@ -109,6 +109,10 @@ class InputError(Exception):
         super().__init__(reason)
         self.code, self.reason = code, reason
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Raised in render child processes too: it must survive the trip back.
+        return (InputError, (self.code, self.reason))
+
 
 class Attempt:
     """One leased attempt by this worker thread. Subclasses say how the lease is renewed

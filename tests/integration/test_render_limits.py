@@ -74,9 +74,18 @@ def idle_env(
     request: pytest.FixtureRequest, tmp_path: Path, template_cache: Path
 ) -> Iterator[tuple[RenderEnv, Any]]:
     """No worker threads: the test runs the worker's job function itself, on SQLite and on
-    a real PostgreSQL server."""
+    a real PostgreSQL server. The fake clock is read where the frames are drawn, so the
+    renderer runs on the worker's thread here (render_subprocess=False); in a child process
+    the parent's clock sets the child's stop flag instead (tests/unit/test_child.py)."""
     url = None if request.param == "sqlite" else str(request.getfixturevalue("pg_database"))
-    e = RenderEnv(tmp_path, template_cache, chunk_frames=0, worker=False, database_url=url)
+    e = RenderEnv(
+        tmp_path,
+        template_cache,
+        chunk_frames=0,
+        worker=False,
+        database_url=url,
+        render_subprocess=False,
+    )
     with LiveServer(e.app) as server, client_for(server.url) as client:
         yield e, client
 
@@ -253,7 +262,8 @@ def test_render_within_its_budget_is_charged_what_it_used(
 @pytest.fixture
 def idle_chunked_env(tmp_path: Path, template_cache: Path) -> Iterator[tuple[RenderEnv, Any]]:
     """Chunks of 45 frames and no worker threads: the test runs every job itself."""
-    e = RenderEnv(tmp_path, template_cache, chunk_frames=45, worker=False)
+    # In-thread for the fake clock, as idle_env.
+    e = RenderEnv(tmp_path, template_cache, chunk_frames=45, worker=False, render_subprocess=False)
     with LiveServer(e.app) as server, client_for(server.url) as client:
         yield e, client
 

@@ -60,3 +60,26 @@ def test_errors_come_back_with_their_type(kind: str) -> None:
         assert caught.value.errno == errno.ENOSPC
     else:
         assert caught.value.code == "invalid_template"
+
+
+def test_every_error_a_render_can_raise_survives_the_trip_back() -> None:
+    """A render runs in a child process; an error that does not unpickle would reach the
+    worker as a RuntimeError and end the render as internal_error."""
+    import pickle
+
+    from jobs.actors.render_run import InputError
+    from renderer import errors
+
+    samples: list[BaseException] = [
+        errors.OutputTooLarge("too big", limit=10, written=11),
+        InputError("template_deleted", "The template was deleted"),
+    ]
+    for name in dir(errors):
+        cls = getattr(errors, name)
+        is_error = isinstance(cls, type) and issubclass(cls, errors.RendererError)
+        if is_error and cls is not errors.OutputTooLarge:
+            samples.append(cls(f"{name} reason"))
+    for exc in samples:
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc)
+        assert vars(back) == vars(exc)
