@@ -43,11 +43,12 @@ class RenderRefused(Exception):
         self.code = code
 
 
-def _bad(detail: str, code: str = "invalid_request") -> RenderRefused:
+def bad_request(detail: str, code: str = "invalid_request") -> RenderRefused:
+    """The refusal for a request that cannot be carried out as sent (400, ``code``)."""
     return RenderRefused("bad_request", detail, code)
 
 
-async def _cas(
+async def compare_and_set(
     session: AsyncSession,
     row_id: uuid.UUID,
     expected: Sequence[JobStatus],

@@ -21,7 +21,7 @@ from jobs.store.render_base import (
     RENDER_ACTOR,
     RUNNING,
 )
-from jobs.store.render_chunks import _sync_progress, end_chunk, lock_render
+from jobs.store.render_chunks import end_chunk, lock_render, sync_progress
 from jobs.store.render_lifecycle import finish_unsuccessful
 
 
@@ -154,7 +154,7 @@ async def requeue_expired_chunk(session: AsyncSession, chunk: RenderChunk) -> Jo
     )
     if int(getattr(result, "rowcount", 0)) != 1:
         return None
-    await _sync_progress(session, chunk.render_id)
+    await sync_progress(session, chunk.render_id)
     enqueue(session, CHUNK_ACTOR, chunk.id)
     return JobStatus.Pending
 
