@@ -15,6 +15,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from jobs.db import updated_one
 from jobs.models.base import ACTIVE_STATUSES, JobStatus
 from jobs.models.render import Render, RenderChunk
 
@@ -65,4 +66,4 @@ async def compare_and_set(
     result = await session.execute(
         stmt.values(**values).execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0)) == 1
+    return updated_one(result)
