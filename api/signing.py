@@ -141,7 +141,7 @@ def key_or_signature(kind: str, param: str) -> Callable[..., Awaitable[User]]:
         signature: Annotated[str | None, _SIGNATURE] = None,
     ) -> User:
         if expires is None and signature is None:
-            return await current_user(session, key)
+            return await current_user(request, session, key)
         if expires is None or signature is None:
             raise Forbidden("A signed link needs both expires and signature", "invalid_signature")
         try:
