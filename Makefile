@@ -50,7 +50,7 @@ test: $(STAMP_DEV) system-deps
 check: $(STAMP_DEV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q tests/unit/test_import_direction.py
+	$(BIN)/python -m pytest -q tests/unit/test_import_direction.py tests/unit/test_import_cycles.py
 
 bench: $(STAMP_BENCH) system-deps
 	$(BIN)/python bench/run.py --repeat 2

@@ -167,6 +167,23 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
         return JSONResponse(error_body(exc.detail, exc.code), exc.status, headers=exc.headers)
 
+    # Store refusals (jobs.store's RenderRefused family) are mapped here, once: route bodies
+    # let them through. 429 asks the client to wait about the time a short render takes.
+    from jobs.store.render_base import RenderRefused
+
+    refusals: dict[str, type[AppError]] = {
+        "bad_request": BadRequest,
+        "not_found": NotFound,
+        "payment_required": PaymentRequired,
+        "too_many": TooManyRequests,
+        "conflict": Conflict,
+    }
+
+    @app.exception_handler(RenderRefused)
+    async def _refused(request: Request, exc: RenderRefused) -> JSONResponse:
+        headers = {"Retry-After": "10"} if exc.kind == "too_many" else None
+        return await _app_error(request, refusals[exc.kind](exc.detail, exc.code, headers=headers))
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(error_body(validation_detail(exc), validation_code(exc)), 400)

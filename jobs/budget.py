@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from jobs.db import updated_one
 from jobs.models.account import User
 from jobs.models.render import Render
 
@@ -89,7 +90,7 @@ async def reserve_render_time(session: AsyncSession, user_id: uuid.UUID, ms: int
         .values(render_reserved_ms=User.render_reserved_ms + ms)
         .execution_options(synchronize_session=False)
     )
-    return _rowcount(result) == 1
+    return updated_one(result)
 
 
 async def release_render_time(session: AsyncSession, user_id: uuid.UUID, ms: int) -> None:
@@ -131,7 +132,7 @@ async def charge_render_time(
         )
         .execution_options(synchronize_session=False)
     )
-    if _rowcount(result) == 1:
+    if updated_one(result):
         return Charge(from_reserved + extra, False)
     # Not enough free budget: charge what is left. The row lock taken by lock_account makes
     # the read and the write below one step (no other transaction can change the row).
@@ -148,10 +149,6 @@ async def charge_render_time(
         .execution_options(synchronize_session=False)
     )
     return Charge(from_reserved + extra_charged, True)
-
-
-def _rowcount(result: object) -> int:
-    return int(getattr(result, "rowcount", 0))
 
 
 async def charge_render(session: AsyncSession, render: Render, elapsed_ms: int) -> Charge:

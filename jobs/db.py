@@ -35,6 +35,13 @@ _IN_WRITE_TX = "velocity.sqlite.write_tx"
 _WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLAC")
 
 
+def updated_one(result: object) -> bool:
+    """Whether the UPDATE (or DELETE) that returned ``result`` changed exactly one row: the
+    check behind every compare-and-set and conditional charge (whoever loses a race, or finds
+    the condition false, changes nothing and backs off)."""
+    return int(getattr(result, "rowcount", 0)) == 1
+
+
 def _prepare_sqlite_file(url: str) -> None:
     database = make_url(url).database
     if database and database != ":memory:" and not database.startswith("file:"):

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from jobs.db import updated_one
 from jobs.models import User
 
 MB = 1024 * 1024
@@ -20,7 +21,7 @@ MB = 1024 * 1024
 
 async def _update(session: AsyncSession, stmt: sa.Update) -> bool:
     result = await session.execute(stmt.execution_options(synchronize_session=False))
-    return bool(getattr(result, "rowcount", 0) == 1)
+    return updated_one(result)
 
 
 async def reserve_storage(session: AsyncSession, user_id: uuid.UUID, nbytes: int) -> bool:

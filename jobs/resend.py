@@ -26,7 +26,7 @@ from dramatiq.common import dq_name
 
 from jobs.actors import ASSET_ACTOR, AUDIO_ACTOR, TEMPLATE_ACTOR
 from jobs.broker import LIBRARY_QUEUE, RENDERS_QUEUE
-from jobs.db import Database
+from jobs.db import Database, updated_one
 from jobs.messages import enqueue
 from jobs.models import Asset, Audio, AudioJob, JobStatus, Template, TemplateJob, utcnow
 from jobs.models.render import Render
@@ -220,7 +220,7 @@ async def _touch(session: Any, model: Any, row_id: Any, now: datetime) -> bool:
         .values(last_enqueued_at=now)
         .execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0)) == 1
+    return updated_one(result)
 
 
 __all__ = ["PENDING_TIMEOUT", "expire_pending_renders", "queued_ids", "resend_stale"]

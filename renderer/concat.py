@@ -247,10 +247,11 @@ def mix_audio(
         InvalidCustomization, InvalidFrameRange, UnsupportedMedia: as :func:`finalize`.
     """
     from renderer.audio import collect_clips, mix_to_file
+    from renderer.customize import customized
     from renderer.encoder_config import EncoderConfig, resolve_frame_range
-    from renderer.render import _prepare, output_times
+    from renderer.render import output_times
 
-    loaded = _prepare(template, customizations)
+    loaded = customized(template, customizations)
     tpl = loaded.template
     config = encoder if encoder is not None else EncoderConfig()
     fps_t = tpl.fps_fraction

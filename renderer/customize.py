@@ -277,3 +277,16 @@ def apply_customizations(
     ]
     template = loaded.template.model_copy(update={"layers": layers})
     return dataclasses.replace(loaded, template=template, lottie_text=lottie_text)
+
+
+def customized(
+    template: LoadedTemplate, customizations: Sequence[CustomizationEntry]
+) -> LoadedTemplate:
+    """``template`` with ``customizations`` checked and applied (itself when there are none).
+
+    Raises:
+        InvalidCustomization, UnsupportedMedia: as ``validate_customizations`` and
+            ``apply_customizations``.
+    """
+    entries = validate_customizations(template.template, customizations)
+    return apply_customizations(template, entries) if entries else template

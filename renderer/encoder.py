@@ -24,7 +24,15 @@ import numpy as np
 from av.container import OutputContainer
 from av.video.stream import VideoStream
 
-from renderer.encoder_config import CBR, CQP, VBR, EncoderConfig, level_name
+from renderer.encoder_config import (
+    CBR,
+    CQP,
+    PROFILES,
+    VBR,
+    VBR_PEAK,
+    EncoderConfig,
+    level_name,
+)
 from renderer.errors import (
     EncoderUnavailable,
     InvalidEncoderConfig,
@@ -43,8 +51,7 @@ X26X_PRESETS = ("slower", "slow", "medium", "fast", "veryfast", "ultrafast")
 SVT_PRESETS = (4, 6, 8, 10, 11, 12)
 NVENC_PRESETS = ("p7", "p6", "p5", "p4", "p3", "p2")
 
-# VBR peaks at 1.5× the target; buffers hold this many seconds at the target rate.
-VBR_PEAK = 1.5
+# Buffers hold this many seconds at the target rate (VBR peaks at VBR_PEAK × the target).
 CBR_BUFFER_S = 1.0
 VBR_BUFFER_S = 2.0
 
@@ -146,7 +153,7 @@ def _x264_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
     else:
         opts["crf"] = str(config.effective_crf)
     if config.profile is not None:
-        opts["profile"] = {66: "baseline", 77: "main", 100: "high"}[config.profile]
+        opts["profile"] = PROFILES[config.codec][config.profile]
     if config.level is not None:
         opts["level"] = level_name(config.level)
     opts["x264-params"] = ":".join(params)
@@ -171,7 +178,7 @@ def _x265_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
     else:
         opts["crf"] = str(config.effective_crf)
     if config.profile is not None:
-        opts["profile"] = "main"
+        opts["profile"] = PROFILES[config.codec][config.profile]
     if config.level is not None:
         params.append(f"level-idc={level_name(config.level)}")
     opts["x265-params"] = ":".join(params)
@@ -186,7 +193,7 @@ def _svt_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
     if rc == CBR:
         params += ["rc=2", "pred-struct=1"]
     elif rc == VBR:
-        # SVT refuses a max bitrate outside CRF; its overshoot bound caps peaks at 1.5×.
+        # SVT refuses a max bitrate outside CRF; its overshoot bound caps peaks at VBR_PEAK×.
         params += ["rc=1", f"overshoot-pct={round((VBR_PEAK - 1) * 100)}"]
     elif rc == CQP:
         opts["qp"] = str(config.effective_qp)
@@ -194,7 +201,7 @@ def _svt_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
     else:
         opts["crf"] = str(config.effective_crf)
     if config.profile is not None:
-        opts["profile"] = "main"
+        opts["profile"] = PROFILES[config.codec][config.profile]
     if config.level is not None:
         opts["level"] = level_name(config.level)
     opts["svtav1-params"] = ":".join(params)
@@ -219,8 +226,7 @@ def _nvenc_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
         # NVENC's constant quality is VBR with a quality target and no bitrate cap.
         opts |= {"rc": "vbr", "cq": str(config.effective_crf), "b": "0"}
     if config.profile is not None:
-        names = {0: {66: "baseline", 77: "main", 100: "high"}, 1: {1: "main"}, 2: {0: "main"}}
-        opts["profile"] = names[config.codec][config.profile]
+        opts["profile"] = PROFILES[config.codec][config.profile]
     if config.level is not None:
         opts["level"] = level_name(config.level)
     return opts

@@ -44,7 +44,12 @@ _DEFAULT_MIN_BITRATE = 500_000
 _DEFAULT_MAX_BITRATE = 50_000_000
 DEFAULT_GOP_SECONDS = 2
 
-# FFmpeg profile numbers each codec accepts for 8-bit 4:2:0 output.
+# VBR peaks at this many times the target bitrate (the encoders' maxrate/overshoot, and the
+# peak checked against a level's limit).
+VBR_PEAK = 1.5
+
+# The one profile table: profile numbers each codec accepts for 8-bit 4:2:0 output, and the
+# name every encoder (x264, x265, SVT-AV1, NVENC) is given for it.
 PROFILES: dict[int, dict[int, str]] = {
     0: {66: "baseline", 77: "main", 100: "high"},
     1: {1: "main"},
@@ -307,7 +312,7 @@ class EncoderConfig(BaseModel):
         allowed = limits.max_bitrate
         if self.codec == 0 and self.profile in (None, 100):
             allowed = allowed * 5 // 4  # High profile's cpbBrVclFactor
-        peak = self.bitrate if self.rate_control == CBR else self.bitrate * 3 // 2
+        peak = self.bitrate if self.rate_control == CBR else int(self.bitrate * VBR_PEAK)
         if peak > allowed:
             raise InvalidEncoderConfig(
                 f"encoderConfig.bitrate {self.bitrate} (peak {peak} b/s) exceeds "

@@ -44,7 +44,6 @@ from renderer.probe import (
     check_font,
     probe_audio,
     probe_image,
-    probe_lottie,
     probe_video,
 )
 
@@ -425,7 +424,7 @@ def check_references(template: Template, root: Path) -> None:
         owner = f"layer '{layer.id}'"
         if isinstance(layer, LottieLayer):
             # Imported here: the engine module pulls in numpy, which loading need not.
-            from renderer.layers.lottie import engine_unavailable_reason
+            from renderer.layers.lottie import engine_unavailable_reason, probe_lottie
 
             reason = engine_unavailable_reason()
             if reason is not None:

@@ -612,20 +612,3 @@ def read_lottie(
         warnings=safe.warnings,
     )
     return safe.doc, info
-
-
-def probe_lottie(path: Path, name: str | None = None, root: Path | None = None) -> LottieInfo:
-    """Check that ``path`` is a Lottie animation the renderer can draw: ``read_lottie``'s
-    checks, then the engine must load it in the sandbox. (Template uploads also draw sample
-    frames: ``renderer.layers.lottie.check_template_lotties``.)
-
-    Raises:
-        UnsupportedMedia: as ``read_lottie``, or the engine refuses the animation or is not
-            installed.
-        LottieCrashed / LottieTimedOut: loading it crashed the sandboxed engine or overran.
-    """
-    from renderer.layers.lottie import check_lottie_loads
-
-    doc, info = read_lottie(path, name, root)
-    check_lottie_loads(doc, info, _label(path, name))
-    return info

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from renderer.compositor import Compositor, LayerPlan
+from renderer.customize import customized
 from renderer.errors import InvalidFrameRange, InvalidTemplate, OutputTooLarge, RenderCancelled
 from renderer.layers import Prefetching, SourceContext, TextFitting, open_source
 from renderer.model import (
@@ -117,15 +118,6 @@ def _layer_plans(
             plan.source.close()
         raise
     return plans
-
-
-def _prepare(
-    template: LoadedTemplate, customizations: Sequence[CustomizationEntry]
-) -> LoadedTemplate:
-    from renderer.customize import apply_customizations, validate_customizations
-
-    entries = validate_customizations(template.template, customizations)
-    return apply_customizations(template, entries) if entries else template
 
 
 class _EncodeThread:
@@ -288,7 +280,7 @@ def render(
 
     wall0 = time.perf_counter()
     _stop_if(should_cancel, "before it started")
-    loaded = _prepare(template, customizations)
+    loaded = customized(template, customizations)
     tpl = loaded.template
     config = encoder if encoder is not None else EncoderConfig()
     width, height = config.output_size(tpl.width, tpl.height)
@@ -450,7 +442,7 @@ def render_frame_png(
     """
     from PIL import Image
 
-    prepared = _prepare(loaded, customizations)
+    prepared = customized(loaded, customizations)
     tpl = prepared.template
     if not 0 <= frame_index < tpl.frames:
         raise InvalidFrameRange(

@@ -7,7 +7,6 @@ import uuid
 from fastapi import APIRouter
 
 from api.deps import SessionDep, UserDep
-from api.routers.renders import to_app_error
 from api.schemas.common import MessageResponse, error_responses
 from api.schemas.renders import (
     AudioGroupLink,
@@ -18,7 +17,6 @@ from api.schemas.renders import (
     TemplateInstanceDto,
 )
 from jobs.store import campaigns as store
-from jobs.store.render_base import RenderRefused
 
 router = APIRouter(prefix="/campaign", tags=["campaigns"])
 
@@ -45,11 +43,8 @@ async def get_campaign(
     campaign_id: uuid.UUID, session: SessionDep, user: UserDep
 ) -> CampaignDetail:
     """The campaign, its template instances and the ids of its linked audio groups."""
-    try:
-        campaign = await store.get_campaign(session, user.id, campaign_id)
-        instances = await store.list_template_instances(session, user.id, campaign_id)
-    except RenderRefused as err:
-        raise to_app_error(err) from None
+    campaign = await store.get_campaign(session, user.id, campaign_id)
+    instances = await store.list_template_instances(session, user.id, campaign_id)
     groups = await store.linked_group_ids(session, campaign.id)
     return CampaignDetail(
         id=campaign.id,
@@ -71,10 +66,7 @@ async def delete_campaign(
 ) -> MessageResponse:
     """Deletes the campaign, its template instances and audio-group links; its renders stay.
     Refused (400) while one of its renders is pending or processing."""
-    try:
-        await store.delete_campaign(session, user.id, campaign_id)
-    except RenderRefused as err:
-        raise to_app_error(err) from None
+    await store.delete_campaign(session, user.id, campaign_id)
     return MessageResponse(message="Campaign deleted successfully")
 
 
@@ -89,17 +81,14 @@ async def create_template_instance(
 ) -> TemplateInstanceDto:
     """``customizationMap`` is validated against the template now and merged under each
     render's own customisations (the render's entries win)."""
-    try:
-        instance = await store.create_template_instance(
-            session,
-            user.id,
-            campaign_id,
-            template_id=body.template_id,
-            name=body.name,
-            customization_map=[entry.wire() for entry in body.customization_map],
-        )
-    except RenderRefused as err:
-        raise to_app_error(err) from None
+    instance = await store.create_template_instance(
+        session,
+        user.id,
+        campaign_id,
+        template_id=body.template_id,
+        name=body.name,
+        customization_map=[entry.wire() for entry in body.customization_map],
+    )
     return TemplateInstanceDto.of(instance)
 
 
@@ -113,10 +102,7 @@ async def list_template_instances(
     campaign_id: uuid.UUID, session: SessionDep, user: UserDep
 ) -> list[TemplateInstanceDto]:
     """Oldest first."""
-    try:
-        rows = await store.list_template_instances(session, user.id, campaign_id)
-    except RenderRefused as err:
-        raise to_app_error(err) from None
+    rows = await store.list_template_instances(session, user.id, campaign_id)
     return [TemplateInstanceDto.of(r) for r in rows]
 
 
@@ -130,10 +116,7 @@ async def link_audio_group(
     campaign_id: uuid.UUID, group_id: uuid.UUID, session: SessionDep, user: UserDep
 ) -> AudioGroupLink:
     """Audio of linked groups may be used in this campaign's renders. Idempotent."""
-    try:
-        await store.link_audio_group(session, user.id, campaign_id, group_id)
-    except RenderRefused as err:
-        raise to_app_error(err) from None
+    await store.link_audio_group(session, user.id, campaign_id, group_id)
     return AudioGroupLink(campaign_id=campaign_id, audio_group_id=group_id, linked=True)
 
 
@@ -147,8 +130,5 @@ async def unlink_audio_group(
     campaign_id: uuid.UUID, group_id: uuid.UUID, session: SessionDep, user: UserDep
 ) -> AudioGroupLink:
     """Renders already queued keep their audio."""
-    try:
-        await store.unlink_audio_group(session, user.id, campaign_id, group_id)
-    except RenderRefused as err:
-        raise to_app_error(err) from None
+    await store.unlink_audio_group(session, user.id, campaign_id, group_id)
     return AudioGroupLink(campaign_id=campaign_id, audio_group_id=group_id, linked=False)

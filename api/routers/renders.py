@@ -18,14 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api.deps import DbDep, SessionDep, SettingsDep, StorageDep, UserDep, require_free_space
 from api.downloads import file_response
-from api.errors import (
-    AppError,
-    BadRequest,
-    Conflict,
-    NotFound,
-    PaymentRequired,
-    TooManyRequests,
-)
+from api.errors import NotFound
 from api.schemas.common import (
     MAX_SKIP,
     MessageResponse,
@@ -47,41 +40,20 @@ from jobs import budget
 from jobs.models.base import JobStatus
 from jobs.models.render import Render
 from jobs.store import render_lifecycle, render_queries, render_submission
-from jobs.store.render_base import ACTIVE, TERMINAL, RenderRefused
+from jobs.store.render_base import ACTIVE, TERMINAL
 
 router = APIRouter(prefix="/render", tags=["renders"])
 
 MAX_WAIT_S = 60
 POLL_INTERVAL_S = 0.25
-_ERRORS: dict[str, type[AppError]] = {
-    "bad_request": BadRequest,
-    "not_found": NotFound,
-    "payment_required": PaymentRequired,
-    "too_many": TooManyRequests,
-    "conflict": Conflict,
-}
-
-
-# Seconds a 429 asks the client to wait: about the time a short render takes to finish.
-RETRY_AFTER_S = 10
-
-
-def to_app_error(err: RenderRefused) -> AppError:
-    """The API error for a store refusal (same detail and code); 429 carries
-    ``Retry-After``."""
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if err.kind == "too_many" else None
-    return _ERRORS[err.kind](err.detail, err.code, headers=headers)
 
 
 async def _submit(
     session: SessionDep, settings: SettingsDep, user: UserDep, requests: list[RenderRequest]
 ) -> list[Render]:
-    try:
-        return await render_submission.submit_renders(
-            session, settings, user, [r.to_spec() for r in requests]
-        )
-    except RenderRefused as err:
-        raise to_app_error(err) from None
+    return await render_submission.submit_renders(
+        session, settings, user, [r.to_spec() for r in requests]
+    )
 
 
 @router.post(
@@ -187,10 +159,7 @@ async def render_time_budget_status(session: SessionDep, user: UserDep) -> Rende
 
 
 async def _get(session: SessionDep, user: UserDep, render_id: uuid.UUID) -> Render:
-    try:
-        return await render_queries.get_render(session, user.id, render_id)
-    except RenderRefused as err:
-        raise to_app_error(err) from None
+    return await render_queries.get_render(session, user.id, render_id)
 
 
 @router.get(
@@ -264,10 +233,7 @@ async def cancel_render(render_id: uuid.UUID, session: SessionDep, user: UserDep
     """A pending render is cancelled at once; a processing one becomes ``cancelling`` and
     the worker stops between frames (about a second), deletes the partial output and charges
     the time used. 409 for completed, failed or cancelled renders."""
-    try:
-        render = await render_lifecycle.cancel_render(session, user.id, render_id)
-    except RenderRefused as err:
-        raise to_app_error(err) from None
+    render = await render_lifecycle.cancel_render(session, user.id, render_id)
     return RenderCreated(render_id=render.id, status=render.status.value)
 
 
@@ -282,10 +248,7 @@ async def delete_render(
 ) -> MessageResponse:
     """Removes the video and frees its storage; refused (400) while pending or processing.
     Render time already used is not refunded."""
-    try:
-        await render_lifecycle.delete_render(session, storage, user.id, render_id)
-    except RenderRefused as err:
-        raise to_app_error(err) from None
+    await render_lifecycle.delete_render(session, storage, user.id, render_id)
     return MessageResponse(message="Render deleted successfully")
 
 

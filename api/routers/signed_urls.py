@@ -12,12 +12,10 @@ from fastapi import APIRouter, Query
 from api.deps import SessionDep, UserDep
 from api.errors import NotFound
 from api.routers import audio, renders, templates
-from api.routers.renders import to_app_error
 from api.schemas.common import ApiModel, UtcDateTime, error_responses, examples
 from api.signing import DEFAULT_TTL_S, MAX_TTL_S, SecretDep, sign_download
 from jobs.models import JobStatus
 from jobs.store import library, render_queries
-from jobs.store.render_base import RenderRefused
 
 router = APIRouter(tags=["signed URLs"], responses=error_responses(400, 401, 404, "default"))
 
@@ -64,10 +62,7 @@ async def render_signed_url(
     ttl: Annotated[int, _TTL] = DEFAULT_TTL_S,
 ) -> SignedUrlDto:
     """404 while the render is not completed (there is nothing to download yet)."""
-    try:
-        render = await render_queries.get_render(session, user.id, render_id)
-    except RenderRefused as err:
-        raise to_app_error(err) from None
+    render = await render_queries.get_render(session, user.id, render_id)
     if render.status != JobStatus.Completed:
         raise NotFound(
             f"render {render_id} is {render.status.value}, not completed; nothing to download",

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.actors import ASSET_ACTOR, AUDIO_ACTOR, TEMPLATE_ACTOR, current_storage, run_job
 from jobs.broker import LIBRARY_QUEUE
-from jobs.db import Database
+from jobs.db import Database, updated_one
 from jobs.faults import STORAGE_FULL, is_disk_full
 from jobs.models import Asset, Audio, AudioJob, JobStatus, Template, TemplateJob, utcnow
 from jobs.quota import release_storage, reserve_storage, settle_storage
@@ -73,7 +73,7 @@ def _failure_from(exc: BaseException, doing: str) -> JobFailure:
 async def _cas(db: Database, stmt: sa.Update) -> bool:
     async with db.session() as s:
         result = await s.execute(stmt.execution_options(synchronize_session=False))
-        return bool(getattr(result, "rowcount", 0) == 1)
+        return updated_one(result)
 
 
 Item = Template | Audio | Asset
@@ -116,7 +116,7 @@ async def _finish(s: AsyncSession, tracked: _Tracked, job_id: uuid.UUID, **value
         .values(completed_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )
-    return bool(getattr(result, "rowcount", 0) == 1)
+    return updated_one(result)
 
 
 async def _complete_media(

@@ -288,7 +288,9 @@ def _join_work(paths: Sequence[Path], encoder_used: str, cached_frames: int) -> 
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        return SimpleNamespace(encoder=encoder_used, frames=frames, cached_frames=cached_frames)
+        return SimpleNamespace(
+            encoder=encoder_used, frames=frames, cached_frames=cached_frames, text_fits=()
+        )
 
     return work
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from jobs.db import updated_one
 from jobs.models import ApiKey, User, utcnow
 from jobs.quota import MB
 
@@ -112,4 +113,4 @@ async def revoke_api_key(session: AsyncSession, prefix: str) -> bool:
         .values(revoked_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return bool(getattr(result, "rowcount", 0) == 1)
+    return updated_one(result)

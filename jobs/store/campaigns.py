@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from jobs.models.base import ACTIVE_STATUSES, utcnow
 from jobs.models.library import AudioGroup
 from jobs.models.render import Campaign, CampaignAudioGroup, Render, TemplateInstance
-from jobs.store.render_base import RenderRefused, _bad
+from jobs.store.render_base import RenderRefused, bad_request
 from jobs.store.render_submission import (
-    _check_assets,
-    _owned_template,
+    check_assets,
     lottie_text_layers,
+    owned_template,
     stored_template_model,
 )
 from renderer.customize import validate_customizations
@@ -79,7 +79,7 @@ async def delete_campaign(
         .where(Render.campaign_id == campaign.id, Render.status.in_(list(ACTIVE_STATUSES)))
     )
     if active:
-        raise _bad(
+        raise bad_request(
             f"campaign {campaign_id} has {active} active render(s); cancel them first",
             "campaign_in_use",
         )
@@ -116,15 +116,15 @@ async def create_template_instance(
             not yet completed or an invalid customisation (naming the entry).
     """
     campaign = await get_campaign(session, user_id, campaign_id)
-    template = await _owned_template(session, user_id, template_id, "")
+    template = await owned_template(session, user_id, template_id, "")
     model = stored_template_model(template, "")
     try:
         entries = validate_customizations(
             model, customization_map, lottie_text_layers=lottie_text_layers(template)
         )
     except InvalidCustomization as err:
-        raise _bad(str(err), "invalid_customization") from None
-    await _check_assets(session, user_id, model, entries, "")
+        raise bad_request(str(err), "invalid_customization") from None
+    await check_assets(session, user_id, model, entries, "")
     instance = TemplateInstance(
         id=uuid.uuid4(),
         user_id=user_id,

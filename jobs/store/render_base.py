@@ -15,6 +15,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from jobs.db import updated_one
 from jobs.models.base import ACTIVE_STATUSES, JobStatus
 from jobs.models.render import Render, RenderChunk
 
@@ -43,11 +44,12 @@ class RenderRefused(Exception):
         self.code = code
 
 
-def _bad(detail: str, code: str = "invalid_request") -> RenderRefused:
+def bad_request(detail: str, code: str = "invalid_request") -> RenderRefused:
+    """The refusal for a request that cannot be carried out as sent (400, ``code``)."""
     return RenderRefused("bad_request", detail, code)
 
 
-async def _cas(
+async def compare_and_set(
     session: AsyncSession,
     row_id: uuid.UUID,
     expected: Sequence[JobStatus],
@@ -64,4 +66,4 @@ async def _cas(
     result = await session.execute(
         stmt.values(**values).execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0)) == 1
+    return updated_one(result)

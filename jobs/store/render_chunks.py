@@ -19,6 +19,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from jobs.db import updated_one
 from jobs.messages import enqueue
 from jobs.models.base import JobStatus, utcnow
 from jobs.models.render import Render, RenderChunk
@@ -27,9 +28,9 @@ from jobs.store.render_base import (
     CHUNKED,
     FINALIZE_ACTOR,
     RUNNING,
-    _cas,
+    compare_and_set,
 )
-from jobs.store.render_lifecycle import Beat, _stop_chunks, finish_unsuccessful
+from jobs.store.render_lifecycle import Beat, finish_unsuccessful, stop_chunks
 
 
 async def fresh_render(session: AsyncSession, render_id: uuid.UUID) -> Render | None:
@@ -69,7 +70,7 @@ async def lock_render(session: AsyncSession, render_id: uuid.UUID) -> None:
     )
 
 
-async def _sync_progress(session: AsyncSession, render_id: uuid.UUID) -> None:
+async def sync_progress(session: AsyncSession, render_id: uuid.UUID) -> None:
     """Set the render's frames_done/progress to the sum over its chunks."""
     done = int(
         await session.scalar(
@@ -104,7 +105,7 @@ async def start_chunks(
     queued instead. Returns the chunks, or None when ``owner`` no longer holds the render
     (cancelled or lost meanwhile).
     """
-    if not await _cas(
+    if not await compare_and_set(
         session,
         render.id,
         [JobStatus.Processing],
@@ -154,7 +155,7 @@ async def start_chunks(
             .execution_options(synchronize_session=False)
         )
     chunks = await chunks_of(session, render.id)
-    await _sync_progress(session, render.id)
+    await sync_progress(session, render.id)
     todo = [c for c in chunks if c.status != JobStatus.Completed]
     for chunk in todo:
         enqueue(session, CHUNK_ACTOR, chunk.id)
@@ -191,7 +192,7 @@ async def claim_chunk(
         )
         .execution_options(synchronize_session=False)
     )
-    if int(getattr(result, "rowcount", 0)) != 1:
+    if not updated_one(result):
         return None
     chunk = await session.scalar(
         sa.select(RenderChunk)
@@ -221,11 +222,11 @@ async def chunk_heartbeat(
         values["frames_done"] = min(frames_done, chunk.frames_total)
     owned = True
     if values:
-        owned = await _cas(
+        owned = await compare_and_set(
             session, chunk.id, [JobStatus.Processing], values, owner=owner, table=RenderChunk
         )
         if owned and frames_done is not None:
-            await _sync_progress(session, chunk.render_id)
+            await sync_progress(session, chunk.render_id)
     else:
         row = (
             await session.execute(
@@ -251,7 +252,7 @@ async def complete_chunk(
     """Processing -> Completed with its file at ``output_path`` (relative to the storage
     root); the last chunk of a render still processing queues the finalize actor."""
     await lock_render(session, chunk.render_id)
-    ok = await _cas(
+    ok = await compare_and_set(
         session,
         chunk.id,
         [JobStatus.Processing],
@@ -270,7 +271,7 @@ async def complete_chunk(
     )
     if not ok:
         return False
-    await _sync_progress(session, chunk.render_id)
+    await sync_progress(session, chunk.render_id)
     left = int(
         await session.scalar(
             sa.select(sa.func.count())
@@ -301,7 +302,7 @@ async def end_chunk(
     reason (the other chunks see that in their heartbeat and stop). Queues the finalize
     actor, which settles a cancel and removes chunk files once no chunk is running."""
     await lock_render(session, chunk.render_id)
-    ok = await _cas(
+    ok = await compare_and_set(
         session,
         chunk.id,
         [JobStatus.Processing],
@@ -335,7 +336,7 @@ async def fail_chunked(
         session, render, CHUNKED, JobStatus.Failed, reason=reason, code=code
     )
     if ok:
-        await _stop_chunks(session, render_id)
+        await stop_chunks(session, render_id)
     return ok
 
 
@@ -370,7 +371,7 @@ async def begin_finalize(
             )
             return "cleanup", render, chunks
         if all(c.status == JobStatus.Completed for c in chunks):
-            ok = await _cas(
+            ok = await compare_and_set(
                 session,
                 render_id,
                 [JobStatus.Processing],
@@ -385,7 +386,7 @@ async def begin_finalize(
                 return "join", render, chunks
         return "wait", render, chunks
     if render.lease_owner == CHUNKED and render.status == JobStatus.Cancelling:
-        await _stop_chunks(session, render_id)
+        await stop_chunks(session, render_id)
         ok = await finish_unsuccessful(
             session,
             render,

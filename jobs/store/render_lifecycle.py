@@ -24,8 +24,8 @@ from jobs.store.render_base import (
     RUNNING,
     WEBHOOK_ACTOR,
     RenderRefused,
-    _bad,
-    _cas,
+    bad_request,
+    compare_and_set,
 )
 from jobs.store.render_queries import get_render
 
@@ -64,7 +64,7 @@ async def cancel_render(session: AsyncSession, user_id: uuid.UUID, render_id: uu
     for _ in range(3):
         if render.status == JobStatus.Pending:
             now = utcnow()
-            if await _cas(
+            if await compare_and_set(
                 session,
                 render.id,
                 [JobStatus.Pending],
@@ -73,15 +73,15 @@ async def cancel_render(session: AsyncSession, user_id: uuid.UUID, render_id: uu
                 render.status, render.completed_at = JobStatus.Cancelled, now
                 render.reason = "Cancelled"
                 await release_reservations(session, render)
-                await _stop_chunks(session, render.id)
+                await stop_chunks(session, render.id)
                 notify_terminal(session, render)
                 return render
         elif render.status == JobStatus.Processing:
-            if await _cas(
+            if await compare_and_set(
                 session, render.id, [JobStatus.Processing], {"status": JobStatus.Cancelling}
             ):
                 render.status = JobStatus.Cancelling
-                await _stop_chunks(session, render.id)
+                await stop_chunks(session, render.id)
                 return render
         elif render.status == JobStatus.Cancelling:
             return render
@@ -107,12 +107,12 @@ async def delete_render(
     """
     render = await get_render(session, user_id, render_id)
     if render.status in ACTIVE:
-        raise _bad(
+        raise bad_request(
             f"render {render_id} is {render.status.value}; cancel it with "
             "POST /render/{id}/cancel before deleting",
             "render_active",
         )
-    if not await _cas(
+    if not await compare_and_set(
         session,
         render.id,
         [render.status],
@@ -148,7 +148,7 @@ async def claim(
     """Pending -> Processing for ``owner`` with a fresh lease; None when someone else has it
     (or it is no longer pending), in which case the message is dropped."""
     now = utcnow()
-    ok = await _cas(
+    ok = await compare_and_set(
         session,
         render_id,
         [JobStatus.Pending],
@@ -196,7 +196,7 @@ async def heartbeat(
         values["frames_total"] = frames_total
         values["progress"] = min(99, frames_done * 100 // frames_total)
     if values:
-        if not await _cas(session, render_id, RUNNING, values, owner=owner):
+        if not await compare_and_set(session, render_id, RUNNING, values, owner=owner):
             row = None
         else:
             row = (
@@ -240,7 +240,7 @@ async def complete(
     """
     final = storage.new_path("renders", render.user_id, render.id, ".mp4")
     now = utcnow()
-    ok = await _cas(
+    ok = await compare_and_set(
         session,
         render.id,
         [JobStatus.Processing],
@@ -294,7 +294,7 @@ async def finish_unsuccessful(
     """Processing/Cancelling -> Failed or Cancelled (if ``owner`` still holds the lease, when
     given); releases the reservations and queues the webhook."""
     now = utcnow()
-    ok = await _cas(
+    ok = await compare_and_set(
         session,
         render.id,
         expected,
@@ -327,7 +327,7 @@ async def finish_unsuccessful(
 
 
 # Here rather than in render_chunks: cancel needs it, and render_chunks imports this module.
-async def _stop_chunks(session: AsyncSession, render_id: uuid.UUID) -> None:
+async def stop_chunks(session: AsyncSession, render_id: uuid.UUID) -> None:
     """Cancel the render's chunks nobody has claimed and, when it has chunks, queue the
     finalize actor (which settles the render once no chunk is running)."""
     result = await session.execute(

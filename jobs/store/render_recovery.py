@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from jobs.db import updated_one
 from jobs.messages import enqueue
 from jobs.models.base import JobStatus, utcnow
 from jobs.models.render import Render, RenderChunk
@@ -21,7 +22,7 @@ from jobs.store.render_base import (
     RENDER_ACTOR,
     RUNNING,
 )
-from jobs.store.render_chunks import _sync_progress, end_chunk, lock_render
+from jobs.store.render_chunks import end_chunk, lock_render, sync_progress
 from jobs.store.render_lifecycle import finish_unsuccessful
 
 
@@ -93,7 +94,7 @@ async def requeue_expired(session: AsyncSession, render: Render) -> JobStatus | 
         .execution_options(synchronize_session=False)
     )
     result = await session.execute(stmt)
-    if int(getattr(result, "rowcount", 0)) != 1:
+    if not updated_one(result):
         return None
     enqueue(session, RENDER_ACTOR, render.id)
     return JobStatus.Pending
@@ -153,9 +154,9 @@ async def requeue_expired_chunk(session: AsyncSession, chunk: RenderChunk) -> Jo
         )
         .execution_options(synchronize_session=False)
     )
-    if int(getattr(result, "rowcount", 0)) != 1:
+    if not updated_one(result):
         return None
-    await _sync_progress(session, chunk.render_id)
+    await sync_progress(session, chunk.render_id)
     enqueue(session, CHUNK_ACTOR, chunk.id)
     return JobStatus.Pending
 

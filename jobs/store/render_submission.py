@@ -25,7 +25,7 @@ from jobs.store.render_base import (
     ACTIVE,
     RENDER_ACTOR,
     RenderRefused,
-    _bad,
+    bad_request,
 )
 from renderer.customize import asset_kind_for_layer, validate_customizations
 from renderer.encoder_config import EncoderConfig, resolve_frame_range
@@ -100,16 +100,17 @@ def stored_template_model(template: Template, label: str) -> TemplateModel:
         return TemplateModel.model_validate(template.definition)
     except ValidationError as err:
         problem = format_validation_error(err, template.definition)
-        raise _bad(
+        raise bad_request(
             f"{label}template {template.id} no longer passes validation ({problem}); "
             "fix it and upload it again",
             "invalid_template",
         ) from None
 
 
-async def _owned_template(
+async def owned_template(
     session: AsyncSession, user_id: uuid.UUID, template_id: uuid.UUID, label: str
 ) -> Template:
+    """The user's completed, undeleted template ``template_id`` (refusals name ``label``)."""
     template = await session.scalar(
         sa.select(Template).where(
             Template.id == template_id,
@@ -121,7 +122,7 @@ async def _owned_template(
     if template is None:
         raise RenderRefused("not_found", f"{label}template {template_id} not found", "not_found")
     if template.status != JobStatus.Completed or template.definition is None:
-        raise _bad(
+        raise bad_request(
             f"{label}template {template_id} is {template.status.value}, not completed; wait "
             "for GET /template/{id}/status to say completed",
             "template_not_ready",
@@ -129,16 +130,18 @@ async def _owned_template(
     return template
 
 
-async def _check_assets(
+async def check_assets(
     session: AsyncSession,
     user_id: uuid.UUID,
     model: TemplateModel,
     entries: Sequence[Any],
     label: str,
 ) -> None:
+    """Refuse customizations whose ``assetId`` is not one of the user's ready assets of the
+    layer's kind (or that give a raw ``src``)."""
     for index, entry in enumerate(entries):
         if entry.src is not None:
-            raise _bad(
+            raise bad_request(
                 f"{label}customizationMap[{index}] (layerId '{entry.layer_id}'): 'src' is not "
                 "accepted; upload the file with POST /asset/upload and pass its assetId",
                 "invalid_customization",
@@ -149,7 +152,7 @@ async def _check_assets(
         try:
             asset_id = uuid.UUID(str(entry.asset_id))
         except ValueError:
-            raise _bad(
+            raise bad_request(
                 f"{where}: assetId {entry.asset_id!r} is not a UUID", "invalid_customization"
             ) from None
         layer = model.layer(entry.layer_id)
@@ -158,14 +161,14 @@ async def _check_assets(
             sa.select(Asset).where(Asset.id == asset_id, Asset.user_id == user_id)
         )
         if asset is None or asset.status == JobStatus.Deleted:
-            raise _bad(f"{where}: asset {asset_id} not found", "invalid_customization")
+            raise bad_request(f"{where}: asset {asset_id} not found", "invalid_customization")
         if asset.status != JobStatus.Completed:
-            raise _bad(
+            raise bad_request(
                 f"{where}: asset {asset_id} is {asset.status.value}, not completed",
                 "invalid_customization",
             )
         if asset.kind != kind:
-            raise _bad(
+            raise bad_request(
                 f"{where}: asset {asset_id} is {_a(asset.kind or 'unknown')} "
                 f"{asset.kind or 'unknown'}, but layer '{entry.layer_id}' needs "
                 f"{_a(kind or 'no')} {kind or 'no'} asset",
@@ -197,7 +200,7 @@ def lottie_text_layers(template: Template) -> dict[str, list[str]]:
 
 async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: str) -> _Prepared:
     if (spec.template_id is None) == (spec.template_instance_id is None):
-        raise _bad(f"{label}give exactly one of templateId (direct) or templateInstanceId")
+        raise bad_request(f"{label}give exactly one of templateId (direct) or templateInstanceId")
     instance: TemplateInstance | None = None
     defaults: list[Any] = []
     if spec.template_instance_id is not None:
@@ -213,11 +216,11 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
                 f"{label}template instance {spec.template_instance_id} not found",
                 "not_found",
             )
-        template = await _owned_template(session, user.id, instance.template_id, label)
+        template = await owned_template(session, user.id, instance.template_id, label)
         defaults = list(instance.customization_map or [])
     else:
         assert spec.template_id is not None
-        template = await _owned_template(session, user.id, spec.template_id, label)
+        template = await owned_template(session, user.id, spec.template_id, label)
     model = stored_template_model(template, label)
 
     # Instance defaults first: later entries win when the renderer applies them.
@@ -233,13 +236,13 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
                 f" (entries 0..{len(defaults) - 1} are the template instance's defaults; "
                 f"yours start at {len(defaults)})"
             )
-        raise _bad(f"{label}{detail}", "invalid_customization") from None
-    await _check_assets(session, user.id, model, entries, label)
+        raise bad_request(f"{label}{detail}", "invalid_customization") from None
+    await check_assets(session, user.id, model, entries, label)
 
     if spec.encoder_config is None:
-        raise _bad(f"{label}encoderConfig is required (at least its bitrate)")
+        raise bad_request(f"{label}encoderConfig is required (at least its bitrate)")
     if spec.encoder_config.get("bitrate") is None:
-        raise _bad(
+        raise bad_request(
             f"{label}encoderConfig.bitrate is required (bits per second, e.g. 5000000)",
             "invalid_encoder_config",
         )
@@ -251,11 +254,11 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
         check_layer_sizes(model, width, height)
         f_start, f_end = resolve_frame_range(spec.f_start, spec.f_end, model.frames)
     except LayerTooLarge as err:
-        raise _bad(f"{label}encoderConfig.res: {err}", "invalid_encoder_config") from None
+        raise bad_request(f"{label}encoderConfig.res: {err}", "invalid_encoder_config") from None
     except InvalidEncoderConfig as err:
-        raise _bad(f"{label}{err}", "invalid_encoder_config") from None
+        raise bad_request(f"{label}{err}", "invalid_encoder_config") from None
     except InvalidFrameRange as err:
-        raise _bad(f"{label}{err}", "invalid_frame_range") from None
+        raise bad_request(f"{label}{err}", "invalid_frame_range") from None
 
     if spec.audio_id is not None:
         await _check_audio(session, user.id, spec.audio_id, instance, label)
@@ -284,9 +287,9 @@ async def _check_audio(
         sa.select(Audio).where(Audio.id == audio_id, Audio.user_id == user_id)
     )
     if audio is None or audio.status == JobStatus.Deleted:
-        raise _bad(f"{label}audio {audio_id} not found", "invalid_audio")
+        raise bad_request(f"{label}audio {audio_id} not found", "invalid_audio")
     if audio.status != JobStatus.Completed:
-        raise _bad(
+        raise bad_request(
             f"{label}audio {audio_id} is {audio.status.value}, not completed; wait for "
             "GET /audio/{id}/status to say completed",
             "invalid_audio",
@@ -301,7 +304,7 @@ async def _check_audio(
             )
         )
         if not linked:
-            raise _bad(
+            raise bad_request(
                 f"{label}audio {audio_id} belongs to audio group {audio.group_id}, which is "
                 f"not linked to campaign {instance.campaign_id}; link it with "
                 "POST /campaign/{campaignId}/audio-groups/{groupId}",
@@ -349,13 +352,13 @@ async def check_webhook_url(
             WEBHOOK_RESOLVE_TIMEOUT_S,
         )
     except webhooks.UnsafeWebhookTarget as err:
-        raise _bad(
+        raise bad_request(
             f"{label}webhookUrl {url!r} is refused: {err.reason}; webhooks go to public "
             "http(s) hosts only",
             "invalid_webhook_url",
         ) from None
     except TimeoutError:
-        raise _bad(
+        raise bad_request(
             f"{label}webhookUrl {url!r} is refused: its host did not resolve within "
             f"{WEBHOOK_RESOLVE_TIMEOUT_S:g} s",
             "invalid_webhook_url",
@@ -376,9 +379,9 @@ async def submit_renders(
             that is not public is a ``bad_request`` naming it.
     """
     if not specs:
-        raise _bad("items must hold at least one render request")
+        raise bad_request("items must hold at least one render request")
     if len(specs) > MAX_BATCH:
-        raise _bad(f"at most {MAX_BATCH} renders per batch, got {len(specs)}")
+        raise bad_request(f"at most {MAX_BATCH} renders per batch, got {len(specs)}")
     batch = len(specs) > 1
     checked: set[str] = set()
     for i, spec in enumerate(specs):
@@ -402,7 +405,7 @@ async def submit_renders(
         )
     total_bytes = sum(p.estimate_bytes for p in prepared)
     if not await quota.reserve_storage(session, user.id, total_bytes):
-        raise _bad(
+        raise bad_request(
             f"storage quota exceeded: the output needs about {total_bytes} bytes; delete "
             "renders or templates, or lower encoderConfig.bitrate",
             "storage_quota_exceeded",

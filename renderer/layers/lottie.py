@@ -37,6 +37,7 @@ __all__ = [
     "check_lottie_loads",
     "check_template_lotties",
     "engine_unavailable_reason",
+    "probe_lottie",
 ]
 
 _LOTTIE_TEXT = 5
@@ -57,6 +58,22 @@ def check_lottie_loads(doc: Mapping[str, Any], info: LottieInfo, label: str) -> 
         LottieCrashed / LottieTimedOut: loading it crashed the engine or overran.
     """
     LottieSource(doc, info, _CHECK_SIDE, _CHECK_SIDE, label=label).close()
+
+
+def probe_lottie(path: Path, name: str | None = None, root: Path | None = None) -> LottieInfo:
+    """Check that ``path`` is a Lottie animation the renderer can draw: ``read_lottie``'s
+    checks, then the engine must load it in the sandbox (here, beside the engine, so that
+    ``renderer.probe`` never imports the layers). (Template uploads also draw sample
+    frames: ``check_template_lotties``.)
+
+    Raises:
+        UnsupportedMedia: as ``read_lottie``, or the engine refuses the animation or is not
+            installed.
+        LottieCrashed / LottieTimedOut: loading it crashed the sandboxed engine or overran.
+    """
+    doc, info = read_lottie(path, name, root)
+    check_lottie_loads(doc, info, name if name is not None else path.name)
+    return info
 
 
 def check_lottie_draws(doc: Mapping[str, Any], info: LottieInfo, label: str) -> None:

@@ -146,6 +146,19 @@ def prod_chunked(tmp_path: Path, service_env: dict[str, str]) -> Iterator[tuple[
 _h = api_key
 
 
+def _completions(logs: Sequence[Path], rid: str) -> int:
+    """How many times any of these workers completed render ``rid`` (it logs each)."""
+    line = f"render {rid} completed (".encode()
+    return sum(log.read_bytes().count(line) for log in logs if log.exists())
+
+
+def _completed_once(logs: Sequence[Path], rid: str) -> None:
+    """Exactly one worker completed the render, once. The log line follows the commit that
+    the status poll saw, so wait for it to arrive; a second completion would add a line."""
+    wait_until(lambda: _completions(logs, rid) >= 1, 30, "the completion logged")
+    assert _completions(logs, rid) == 1
+
+
 def _upload_template(c: Any, key: str, zip_path: Path) -> str:
     with zip_path.open("rb") as handle:
         response = c.post(
@@ -272,8 +285,11 @@ def test_sigkill_mid_render_completes_exactly_once_on_the_other_worker(
 
     final = wait_for(c, rid, key, {"completed", "failed", "cancelled"}, limit_s=180)
     assert final["status"] == "completed", (final, survivor.log.read_text(errors="replace"))
+    _completed_once([w.log for w in p.workers], rid)
     row = run(render_row(p.db, rid))
-    assert row.attempts == 2
+    # The victim's claim and the survivor's at least (a lease that runs out under load makes
+    # more); what matters is that it completed once, correctly and charged exactly.
+    assert row.attempts >= 2
     assert survivor.proc.poll() is None  # the survivor did it: the victim is dead
     outputs = sorted((p.storage.root / "renders").rglob("*.mp4"))
     assert outputs == [p.storage.abs(row.output_path or "")]
@@ -365,13 +381,15 @@ def test_chunks_render_on_both_workers_in_parallel_and_survive_a_sigkill(
     chunks = _chunk_rows(p, rid)
     assert len(chunks) == 12 and all(ch.status == JobStatus.Completed for ch in chunks)
     # The chunk the victim held when it died was rendered again by the survivor (held is
-    # empty only if that chunk completed between the query above and the kill).
+    # empty only if that chunk completed between the query above and the kill). Attempt
+    # counts are not asserted exactly: under load a 2 s lease can run out and a chunk be
+    # claimed once more, which is correct; completing twice would not be.
     for chunk in chunks:
         if chunk.id in held:
-            assert chunk.attempts == 2 and _pid(chunk.lease_owner) == survivor.proc.pid
+            assert chunk.attempts >= 2 and _pid(chunk.lease_owner) == survivor.proc.pid
     assert {_pid(ch.lease_owner) for ch in chunks} <= pids
+    _completed_once([w.log for w in p.workers], rid)
     row = run(render_row(p.db, rid))
-    assert row.attempts == 1  # the render itself was claimed once; only a chunk was retried
     outputs = sorted((p.storage.root / "renders").rglob("*.mp4"))
     assert outputs == [p.storage.abs(row.output_path or "")]
     # The finalize step removes the chunk files just after completing the render.
@@ -456,8 +474,9 @@ def test_render_survives_the_whole_service_being_sigkilled_and_restarted(
             worker = start(2)
             final = wait_for(c, rid, key, {"completed", "failed", "cancelled"}, limit_s=120)
         assert final["status"] == "completed", (final, worker.log.read_text(errors="replace"))
+        _completed_once([proc.log for proc in procs], rid)
         row = run(render_row(db, rid))
-        assert row.attempts == 2
+        assert row.attempts >= 2  # the killed attempt and the fresh worker's, at least
         outputs = sorted((storage.root / "renders").rglob("*.mp4"))
         assert outputs == [storage.abs(row.output_path or "")]
         with av.open(str(outputs[0])) as container:

@@ -603,6 +603,40 @@ def test_expired_lease_is_rendered_again_once(env: tuple[Env, Any]) -> None:
     assert outputs == [e.storage.abs(row.output_path or "")]
 
 
+def test_redelivered_finished_render_is_a_no_op(env: tuple[Env, Any]) -> None:
+    """The broker may deliver a render's message again after it completed (a worker acked
+    late, a sweeper re-queued it): running the actor again changes nothing."""
+    from jobs.actors.renders import render as render_actor
+
+    e, c = env
+    uid, key = e.user("redelivered")
+    tid = e.template(uid)
+    created = c.post("/render", json=render_body(tid), headers=_h(key))
+    assert created.status_code == 200, created.text
+    rid = created.json()["renderId"]
+    assert wait_for(c, rid, key, {"completed", "failed", "cancelled"})["status"] == "completed"
+
+    def state() -> tuple[Any, ...]:
+        row = run(render_row(e.db, rid))
+        user = run(user_row(e.db, uid))
+        path = e.storage.abs(row.output_path or "")
+        stat = path.stat()
+        return (
+            (row.status, row.attempts, row.started_at, row.completed_at, row.lease_owner),
+            (row.output_path, row.size_bytes, row.render_time_ms, row.frames_done),
+            (user.render_used_ms, user.render_reserved_ms),
+            (user.storage_used_bytes, user.storage_reserved_bytes),
+            (stat.st_ino, stat.st_mtime_ns, path.read_bytes()),
+            sorted((e.storage.root / "renders").rglob("*.mp4")),
+        )
+
+    before = state()
+    assert before[0][:2] == (JobStatus.Completed, 1)
+    render_actor.fn(rid)  # what a worker runs for the re-delivered message, synchronously
+    assert state() == before
+    assert tmp_render_files(e.storage) == []
+
+
 def test_lease_expired_too_often_fails(idle_env: tuple[Env, Any]) -> None:
     from datetime import timedelta
 

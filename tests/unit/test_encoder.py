@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 
+from renderer import encoder as encoder_module
 from renderer.encoder import (
     VideoEncoder,
     available_encoders,
@@ -350,6 +351,39 @@ def test_nvenc_preference_raises_when_it_cannot_open(tmp_path: Path) -> None:
         pytest.skip("NVENC opens on this machine")
     with pytest.raises(EncoderUnavailable, match="h264_nvenc"):
         VideoEncoder(tmp_path / "out.mp4", 64, 36, FPS, EncoderConfig(), "nvenc")
+
+
+# NVENC's H.264 encoder takes at most 4096 pixels a side on every GPU generation, and
+# without a GPU it does not open at all; libx264 takes this size. So with the probe forced
+# to say NVENC opens, opening it fails on every machine and the fallback path runs.
+_WIDER_THAN_NVENC = (4112, 16)
+
+
+def test_auto_falls_back_to_software_when_nvenc_probes_but_refuses_to_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(encoder_module, "nvenc_opens", lambda name: True)
+    out = tmp_path / "out.mp4"
+    width, height = _WIDER_THAN_NVENC
+    with (
+        caplog.at_level("WARNING", logger="renderer.encoder"),
+        VideoEncoder(out, width, height, FPS, EncoderConfig(), "auto") as enc,
+    ):
+        enc.encode(enc.new_frame())
+    assert "h264_nvenc failed to open, using software" in caplog.text
+    assert (enc.info.name, enc.info.hardware, enc.info.frames) == ("libx264", False, 1)
+    assert enc.info.options["preset"] == "fast"  # x264's options, not NVENC's p4
+    stream = ffprobe(out)["streams"][0]
+    assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", width, height)
+
+
+def test_nvenc_preference_raises_when_nvenc_probes_but_refuses_to_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(encoder_module, "nvenc_opens", lambda name: True)
+    width, height = _WIDER_THAN_NVENC
+    with pytest.raises(EncoderUnavailable, match="h264_nvenc .NVENC. was found but refused"):
+        VideoEncoder(tmp_path / "out.mp4", width, height, FPS, EncoderConfig(), "nvenc")
 
 
 def test_available_encoders_lists_every_candidate() -> None:

@@ -28,11 +28,11 @@ from renderer.encoder_config import EncoderConfig
 from renderer.errors import InvalidCustomization, InvalidTemplate, UnsupportedMedia
 from renderer.layers import SourceContext, open_source
 from renderer.layers import lottie as lottie_module
-from renderer.layers.lottie import LottieSource, replace_text
+from renderer.layers.lottie import LottieSource, probe_lottie, replace_text
 from renderer.loader import load_template, load_template_from_dict
 from renderer.manifest import build_manifest
 from renderer.model import CustomizationEntry, LoadedTemplate
-from renderer.probe import probe_lottie, read_lottie
+from renderer.probe import read_lottie
 from renderer.render import render
 
 RED = (255, 0, 0, 255)
