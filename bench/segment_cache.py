@@ -14,7 +14,13 @@ Figures, not assertions. Cached output is checked to decode identical to the unc
 render of the same name (segment for segment: the uncached run is cache=None, which
 renders the same spans afresh).
 
-Usage: python bench/segment_cache.py [--renders 10] [--uncached 3] [--size 1920x1080]
+With ``--service`` the same renders also go through the service: ``velocity serve`` in the
+embedded mode (one worker thread, renders in one piece), the template uploaded as a ZIP, each
+render posted and followed to ``completed``; wall time from POST to completed, the worker
+time charged (``renderTimeMilliseconds``) and ``cachedFrames``, with the cache and with
+``"cache": false``.
+
+Usage: python bench/segment_cache.py [--renders 10] [--uncached 3] [--size 1920x1080] [--service]
 """
 
 from __future__ import annotations
@@ -171,11 +177,113 @@ def identical(a: Path, b: Path) -> bool:
     return True
 
 
+def _port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def service_renders(tpl: Path, work: Path, names: list[str], uncached: int) -> list[str]:
+    """Render through ``velocity serve``; returns the report's table rows."""
+    import os
+    import tempfile
+
+    import httpx
+
+    root = Path(tempfile.mkdtemp(prefix="velocity-segcache-", dir=work))
+    archive = Path(shutil.make_archive(str(root / "template"), "zip", tpl))
+    port = _port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VELOCITY_")}
+    env.update(
+        VELOCITY_DATABASE_URL=f"sqlite+aiosqlite:///{root}/velocity.db",
+        VELOCITY_STORAGE_DIR=str(root / "storage"),
+        VELOCITY_PORT=str(port),
+        VELOCITY_WORKER_THREADS="1",
+        VELOCITY_ENCODER="software",
+        VELOCITY_CHUNK_FRAMES="0",
+    )
+    velocity = _velocity()
+    created = subprocess.run(
+        [*velocity, "user", "create", "bench"], env=env, capture_output=True, text=True, check=True
+    )
+    key = created.stdout.strip().splitlines()[-1]
+    server = subprocess.Popen(
+        [*velocity, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    headers = {"X-API-Key": key}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    c.get("/health")
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            with archive.open("rb") as fh:
+                up = c.post("/template/upload", files={"file": ("t.zip", fh)}, headers=headers)
+            tid = up.json()["templateId"]
+            while c.get(f"/template/{tid}/status", headers=headers).json()["status"] != "completed":
+                time.sleep(0.5)
+
+            def one(name: str, cache: bool) -> tuple[float, float, int]:
+                body = {
+                    "templateId": tid,
+                    "name": name,
+                    "encoderConfig": {**ENCODER, "bitrate": 8_000_000},
+                    "customizationMap": [
+                        {"layerId": "name", "text": f"Hello {name}"},
+                        {"layerId": "endcard", "text": f"See you soon, {name}"},
+                    ],
+                    "cache": cache,
+                }
+                t0 = time.perf_counter()
+                rid = c.post("/render", json=body, headers=headers).json()["renderId"]
+                while True:
+                    status = c.get(
+                        f"/render/{rid}/status", params={"wait": 20}, headers=headers
+                    ).json()
+                    if status["status"] in ("completed", "failed", "cancelled"):
+                        break
+                if status["status"] != "completed":
+                    raise SystemExit(f"service render {name}: {status}")
+                wall = time.perf_counter() - t0
+                return wall, status["renderTimeMilliseconds"] / 1000, status["cachedFrames"]
+
+            cached = [one(n, True) for n in names]
+            fresh = [one(n, False) for n in names[:uncached]]
+    finally:
+        server.terminate()
+        server.wait(60)
+    warm = cached[1:] or cached
+
+    def med(values: list[tuple[float, float, int]], k: int) -> float:
+        return statistics.median(v[k] for v in values)
+
+    out = [
+        f"| service, first render (fills the cache) | {cached[0][0]:.2f} | "
+        f"{cached[0][1]:.2f} | {cached[0][2]} |",
+        f"| service, cached (median of {len(warm)}) | {med(warm, 0):.2f} | {med(warm, 1):.2f} | "
+        f"{int(med(warm, 2))} |",
+        f'| service, `"cache": false` (median of {len(fresh)}) | {med(fresh, 0):.2f} | '
+        f"{med(fresh, 1):.2f} | {int(med(fresh, 2))} |",
+        f"\nservice: cached vs uncached {med(fresh, 0) / med(warm, 0):.2f}x faster (POST to "
+        f"completed), {med(fresh, 1) / med(warm, 1):.2f}x less worker time charged",
+    ]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--renders", type=int, default=10)
     parser.add_argument("--uncached", type=int, default=3)
     parser.add_argument("--size", default="1920x1080")
+    parser.add_argument("--service", action="store_true", help="also render through the service")
+    parser.add_argument("--cli", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     size = parse_size(args.size)
     root = OUT_DIR / "segment-cache"
@@ -183,17 +291,31 @@ def main() -> None:
     work = root / "runs"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    cache = work / "cache"
     names = NAMES[: args.renders]
+    w, h = size
+    print(f"\n{SECONDS} s {w}x{h}@{FPS}, name card first {CARD_S} s + end card last {CARD_S} s")
+    if args.cli:
+        cli_renders(tpl, work, names, args.uncached, size)
+    if args.service:
+        print("\n| through the service | POST to completed s | worker time s | cached frames |")
+        print("|---|---:|---:|---:|")
+        for line in service_renders(tpl, work, names, args.uncached):
+            print(line)
 
+
+def cli_renders(
+    tpl: Path, work: Path, names: list[str], uncached_n: int, size: tuple[int, int]
+) -> None:
+    """``velocity render`` with and without ``--cache-dir``, and the ffmpeg CLI."""
+    cache = work / "cache"
     cached = [velocity_render(tpl, n, work / f"cached-{i}.mp4", cache) for i, n in enumerate(names)]
     uncached = [
         velocity_render(tpl, n, work / f"uncached-{i}.mp4", None)
-        for i, n in enumerate(names[: args.uncached])
+        for i, n in enumerate(names[:uncached_n])
     ]
     ffmpeg = [
         ffmpeg_render(tpl, n, work / f"ffmpeg-{i}.mp4", size)
-        for i, n in enumerate(names[: args.uncached])
+        for i, n in enumerate(names[:uncached_n])
     ]
     # The reference for "decodes identical": the last cached render against the same
     # render with no cache (same spans, every one encoded afresh).
@@ -224,8 +346,6 @@ def main() -> None:
         (f"velocity, no cache (median of {len(uncached)})", med(uncached, 0), med(uncached, 1)),
         (f"ffmpeg CLI, full composition (median of {len(ffmpeg)})", med(ffmpeg, 0), med(ffmpeg, 1)),
     ]
-    w, h = size
-    print(f"\n{SECONDS} s {w}x{h}@{FPS}, name card first {CARD_S} s + end card last {CARD_S} s")
     print("| render | wall s | CPU s |")
     print("|---|---:|---:|")
     for label, wall, cpu in rows:
