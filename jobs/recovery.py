@@ -79,12 +79,7 @@ async def recover_library(db: Database, *, embedded: bool) -> int:
             )
         ).all()
         for job_id, template_id in pending_templates:
-            await s.execute(
-                sa.update(Template)
-                .where(Template.id == template_id, Template.status == JobStatus.Processing)
-                .values(status=JobStatus.Pending)
-                .execution_options(synchronize_session=False)
-            )
+            await back_to_pending(s, Template, template_id)
             enqueue(s, TEMPLATE_ACTOR, job_id)
             count += 1
         pending_audio = (
@@ -95,12 +90,7 @@ async def recover_library(db: Database, *, embedded: bool) -> int:
             )
         ).all()
         for job_id, audio_id in pending_audio:
-            await s.execute(
-                sa.update(Audio)
-                .where(Audio.id == audio_id, Audio.status == JobStatus.Processing)
-                .values(status=JobStatus.Pending)
-                .execution_options(synchronize_session=False)
-            )
+            await back_to_pending(s, Audio, audio_id)
             enqueue(s, AUDIO_ACTOR, job_id)
             count += 1
         pending_assets = (
@@ -110,6 +100,17 @@ async def recover_library(db: Database, *, embedded: bool) -> int:
             enqueue(s, ASSET_ACTOR, asset_id)
             count += 1
     return count
+
+
+async def back_to_pending(session: Any, model: Any, row_id: Any) -> None:
+    """A template or audio whose job is sent again shows ``pending`` again (not
+    ``processing``) until a worker claims the job."""
+    await session.execute(
+        sa.update(model)
+        .where(model.id == row_id, model.status == JobStatus.Processing)
+        .values(status=JobStatus.Pending)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def recover(

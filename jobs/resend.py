@@ -30,6 +30,7 @@ from jobs.db import Database, updated_one
 from jobs.messages import enqueue
 from jobs.models import Asset, Audio, AudioJob, JobStatus, Template, TemplateJob, utcnow
 from jobs.models.render import Render
+from jobs.recovery import back_to_pending
 from jobs.settings import Settings
 from jobs.store.render_base import RENDER_ACTOR
 from jobs.store.render_lifecycle import finish_unsuccessful
@@ -177,22 +178,12 @@ async def resend_stale(
                     counts["renders"] += 1
             for job_id, template_id in templates:
                 if lost(job_id, in_library) and await _touch(s, TemplateJob, job_id, now):
-                    await s.execute(
-                        sa.update(Template)
-                        .where(Template.id == template_id, Template.status == JobStatus.Processing)
-                        .values(status=JobStatus.Pending)
-                        .execution_options(synchronize_session=False)
-                    )
+                    await back_to_pending(s, Template, template_id)
                     enqueue(s, TEMPLATE_ACTOR, job_id)
                     counts["templates"] += 1
             for job_id, audio_id in audio:
                 if lost(job_id, in_library) and await _touch(s, AudioJob, job_id, now):
-                    await s.execute(
-                        sa.update(Audio)
-                        .where(Audio.id == audio_id, Audio.status == JobStatus.Processing)
-                        .values(status=JobStatus.Pending)
-                        .execution_options(synchronize_session=False)
-                    )
+                    await back_to_pending(s, Audio, audio_id)
                     enqueue(s, AUDIO_ACTOR, job_id)
                     counts["audio"] += 1
             for asset_id in assets:

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Query
 
 from api.deps import SessionDep, UserDep
 from api.errors import NotFound
-from api.routers import audio, renders, templates
 from api.schemas.common import ApiModel, UtcDateTime, error_responses, examples
 from api.signing import DEFAULT_TTL_S, MAX_TTL_S, SecretDep, sign_download
 from jobs.models import JobStatus
@@ -107,13 +106,3 @@ async def audio_signed_url(
     if audio is None or audio.status != JobStatus.Completed:
         raise NotFound(f"Audio {audio_id} not found or not processed")
     return _dto(secret, "audio", audio.id, ttl)
-
-
-# HEAD on the downloads (a player or CDN asks for the size first), with the GET handlers:
-# same authorisation (key or signature), headers and no body.
-for _path, _handler in (
-    ("/render/{render_id}/download", renders.download_render),
-    ("/template/{template_id}/download", templates.download_template),
-    ("/audio/{audio_id}/download", audio.download_audio),
-):
-    router.add_api_route(_path, _handler, methods=["HEAD"], include_in_schema=False)
