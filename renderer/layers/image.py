@@ -46,7 +46,7 @@ def _to_rgba(img: Image.Image) -> Image.Image:
         if wide.dtype != np.uint16:  # mode "I": 32-bit, holding 16-bit samples
             wide = np.clip(wide, 0, _MAX_16).astype(np.uint16)
         # A table lookup: one byte a pixel out, no wide temporaries for a large picture.
-        return Image.fromarray(_GREY_16_TO_8[wide], "L").convert("RGBA")
+        return Image.fromarray(_GREY_16_TO_8[wide]).convert("RGBA")
     return img.convert("RGBA")
 
 
