@@ -282,3 +282,28 @@ def test_opaque_full_frame_video_becomes_the_canvas() -> None:
     # A half-transparent "video" is not a cover: the general path draws it.
     comp2 = Compositor(4, 4, "#000000", [plan(cover, transform=Transform(opacity=0.5))], FPS)
     assert not comp2.draws(0.0)[0].cover
+
+
+@pytest.mark.parametrize("moving", [False, True])
+def test_trimmed_static_content_lands_where_the_untrimmed_would(moving: bool) -> None:
+    """A static layer is kept trimmed to its opaque pixels; the trimmed block must be placed
+    at its offset inside the layer, in both paths and whether the layer moves or not."""
+    rgba = np.zeros((12, 16, 4), np.uint8)
+    rgba[4:8, 10:14] = straight((255, 255, 255), 255, 4, 4)  # opaque block off-centre
+    src = FakeSource(rgba)
+    position: object = [4, 2]
+    if moving:
+        position = [Keyframe(t=0, v=[4, 2]), Keyframe(t=10, v=[14, 2])]
+    comp = Compositor(
+        32, 16, "#000000", [plan(src, transform=Transform(anchor=[0, 0], position=position))], FPS
+    )
+    # The layer's top-left sits at (4, 2): the block covers x 14..17, y 6..9.
+    lit = np.argwhere(comp.composite_rgb(0.0)[..., 0] > 0)
+    assert lit.min(axis=0).tolist() == [6, 14] and lit.max(axis=0).tolist() == [9, 17]
+    planes = yuv_canvas(32, 16)
+    comp.composite_yuv(0.0, planes)
+    lit_y = np.argwhere(planes[0] > 16)
+    assert lit_y.min(axis=0).tolist() == [6, 14] and lit_y.max(axis=0).tolist() == [9, 17]
+    if moving:  # one template frame later the block moved by 1 px
+        lit2 = np.argwhere(comp.composite_rgb(0.1)[..., 0] > 0)
+        assert lit2.min(axis=0).tolist() == [6, 15]
