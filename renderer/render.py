@@ -374,7 +374,7 @@ def render(
         if mixer is None:
             # A chunk: the encoder's file is already the video-only MP4 the joiner wants.
             has_audio = False
-            _check_size(video_path, max_output_bytes, info.frames)
+            check_output_size(video_path, max_output_bytes, info.frames)
             os.replace(video_path, out)
         else:
             has_audio = mixer.join(should_cancel)
@@ -385,7 +385,7 @@ def render(
             t0 = time.perf_counter()
             muxed = tmp / "muxed.mp4"
             mux(video_path, tmp / "audio.m4a" if has_audio else None, muxed)
-            _check_size(muxed, max_output_bytes, info.frames)
+            check_output_size(muxed, max_output_bytes, info.frames)
             os.replace(muxed, out)
             stages["mux"] = time.perf_counter() - t0
         return RenderReport(
@@ -412,8 +412,12 @@ def render(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _check_size(path: Path, limit: int | None, frames: int) -> None:
-    """The finished file (index, audio and all) must fit ``limit`` too."""
+def check_output_size(path: Path, limit: int | None, frames: int) -> None:
+    """The finished file (index, audio and all) must fit ``limit`` too.
+
+    Raises:
+        OutputTooLarge: it does not (None: no limit).
+    """
     if limit is None:
         return
     size = path.stat().st_size

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from renderer.errors import RenderCancelled
 from renderer.model import CustomizationEntry, LoadedTemplate
@@ -166,9 +166,7 @@ def template_digest(root: Path) -> str:
     digest = hashlib.sha256()
     for rel, size, _ in files:
         digest.update(f"{rel}\0{size}\0".encode())
-        with open(root / rel, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        _hash_into(digest, root / rel)
     value = digest.hexdigest()
     with _DIGESTS_LOCK:
         if len(_DIGESTS) > 256:
@@ -322,11 +320,15 @@ class SpanCache:
                     tmp.unlink()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def _hash_into(digest: Any, path: Path) -> None:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    _hash_into(digest, path)
     return digest.hexdigest()
 
 
@@ -368,7 +370,7 @@ def render_segmented(
     from renderer.concat import concat_chunks
     from renderer.customize import validate_customizations
     from renderer.encoder_config import EncoderConfig, resolve_frame_range
-    from renderer.render import render
+    from renderer.render import check_output_size, render
 
     wall0 = time.perf_counter()
     config = encoder if encoder is not None else EncoderConfig()
@@ -416,7 +418,8 @@ def render_segmented(
             key = span_key(template, config, name, size, span) if span.static else None
             if key is not None and cache is not None and cache.fetch(key, piece):
                 records.append((span.k_start, span.k_end, True, True))
-                _check_size(piece, None if max_output_bytes is None else max_output_bytes - used)
+                left = None if max_output_bytes is None else max_output_bytes - used
+                check_output_size(piece, left, span.frames)
             else:
                 base = done
 
@@ -462,11 +465,11 @@ def render_segmented(
             t0 = time.perf_counter()
             muxed = tmp / "muxed.mp4"
             mux(joined, sound if has_audio else None, muxed)
-            _check_size(muxed, max_output_bytes)
+            check_output_size(muxed, max_output_bytes, written)
             os.replace(muxed, out)
             mux_s += time.perf_counter() - t0
         else:
-            _check_size(joined, max_output_bytes)
+            check_output_size(joined, max_output_bytes, written)
             os.replace(joined, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -483,20 +486,6 @@ def render_segmented(
         has_audio=has_audio,
         records=records,
     )
-
-
-def _check_size(path: Path, limit: int | None) -> None:
-    from renderer.errors import OutputTooLarge
-
-    if limit is None:
-        return
-    size = path.stat().st_size
-    if size > limit:
-        raise OutputTooLarge(
-            f"the video takes {size} bytes, over its size limit of {limit} bytes",
-            limit=limit,
-            written=size,
-        )
 
 
 def _mixed_audio(  # noqa: PLR0917 - the render's own arguments, passed through
@@ -540,8 +529,6 @@ def _audio_key(
     frames: tuple[int, int],
     extra_audio: Path | None,
 ) -> str:
-    import av
-
     tpl = template.template
     fps_t = tpl.fps_fraction
     fps_out = config.output_fps(fps_t)
@@ -559,7 +546,7 @@ def _audio_key(
         "fps": [fps_t.numerator, fps_t.denominator, fps_out.numerator, fps_out.denominator],
         "sounding": sounding,
         "extra": _sha256(extra_audio) if extra_audio is not None else None,
-        "build": {k: list(v) for k, v in sorted(av.library_versions.items())},
+        "build": _encoder_build("aac"),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
