@@ -159,19 +159,6 @@ def probe_image(path: Path, name: str | None = None) -> ImageInfo:
     return ImageInfo(shown_w, shown_h, frames, frames > 1, turn)
 
 
-def _first_frame_turn(path: Path, label: str) -> int:
-    """The display orientation of a video, read from its first decoded frame (the display
-    matrix travels as frame side data) or the stream's ``rotate`` tag."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        first = next(iter(container.decode(stream)), None)
-        if first is None:
-            raise UnsupportedMedia(f"{label}: video has no decodable frames")
-        return video_orientation(first, stream)
-
-
 def check_animation_size(width: int, height: int, frames: int, label: str) -> None:
     """Refuse an animation whose frames together exceed ``MAX_ANIMATION_PIXELS``.
 
@@ -247,9 +234,8 @@ def probe_video(path: Path, name: str | None = None) -> VideoInfo:
             duration_s = _duration(stream.duration, stream.time_base, container.duration)
             frames = int(stream.frames) or round(duration_s * fps)
             has_audio = bool(container.streams.audio)
-            keyframes = _decode_keyframes(container, stream, label)
+            keyframes, turn = _decode_keyframes(container, stream, label)
         _decode_samples(path, keyframes, label)
-        turn = _first_frame_turn(path, label)
     except UnsupportedMedia:
         raise
     except FileNotFoundError as err:
@@ -279,20 +265,23 @@ _SAMPLE_FRAMES = 4
 MAX_PROBE_FRAMES = 600
 
 
-def _decode_keyframes(container: Any, stream: Any, label: str) -> list[int]:
+def _decode_keyframes(container: Any, stream: Any, label: str) -> tuple[list[int], int]:
     """Send every packet through the decoder with non-key frames skipped: the decoder still
     parses each packet's NAL headers (a damaged one raises) and decodes each keyframe.
-    Returns the keyframes' timestamps."""
+    Returns the keyframes' timestamps and the display orientation, read from the first
+    decoded frame (FFmpeg puts the display matrix on every frame)."""
     stream.codec_context.skip_frame = "NONKEY"
     keyframes: list[int] = []
-    decoded = 0
+    turn: int | None = None
     for packet in container.demux(stream):
         if packet.is_keyframe and packet.pts is not None:
             keyframes.append(int(packet.pts))
-        decoded += len(_decode_packet(stream, packet, label))
-    if decoded == 0 or not keyframes:
+        frames = _decode_packet(stream, packet, label)
+        if frames and turn is None:
+            turn = video_orientation(frames[0], stream)
+    if turn is None or not keyframes:
         raise UnsupportedMedia(f"{label}: video has no decodable frames")
-    return keyframes
+    return keyframes, turn
 
 
 def _at(packet: Any) -> str:
