@@ -167,7 +167,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     workdir: Path | None = None
     bar = _ProgressBar(err)
     try:
-        from renderer.encoder_config import EncoderConfig
+        from renderer.encode.config import EncoderConfig
         from renderer.errors import (
             EncoderUnavailable,
             InvalidCustomization,
@@ -189,8 +189,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                         "(EncoderConfig)"
                     )
             config = EncoderConfig.parse(raw_config)
-            from renderer.loader import load_template
             from renderer.render import render
+            from renderer.template.loader import load_template
 
             source = Path(args.template)
             if source.is_file() and source.suffix.lower() == ".zip":
@@ -198,7 +198,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             loaded = load_template(source, workdir)
             span: tuple[int, int] | None = None
             if frames is not None:
-                from renderer.encoder_config import resolve_frame_range
+                from renderer.encode.config import resolve_frame_range
 
                 span = resolve_frame_range(frames[0], frames[1], loaded.template.frames)
             if args.cache_dir is not None:

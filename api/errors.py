@@ -169,7 +169,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     # Store refusals (jobs.store's RenderRefused family) are mapped here, once: route bodies
     # let them through. 429 asks the client to wait about the time a short render takes.
-    from jobs.store.render_base import RenderRefused
+    from jobs.renders.base import RenderRefused
 
     refusals: dict[str, type[AppError]] = {
         "bad_request": BadRequest,

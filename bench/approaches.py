@@ -172,13 +172,18 @@ def run_velocity(scene: Scene, out: Path) -> dict[str, Any]:
     import contextlib
     import importlib
 
-    from renderer.encoder_config import EncoderConfig
-    from renderer.loader import load_template
+    from renderer.encode.config import EncoderConfig
     from renderer.render import render
+    from renderer.template.loader import load_template
 
     # render() imports these lazily; load them before the clock starts, as the other
     # approaches' imports are.
-    for name in ("renderer.encoder", "renderer.audio", "renderer.mux", "renderer.layers"):
+    for name in (
+        "renderer.encode.encoder",
+        "renderer.compose.audio",
+        "renderer.encode.mux",
+        "renderer.compose.layers",
+    ):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     config = EncoderConfig(codec=0, rc=3, crf=X264_CRF, preset=4, gop=GOP)

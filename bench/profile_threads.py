@@ -31,10 +31,10 @@ def main() -> None:
     args = parser.parse_args()
     scene = build(args.size, args.frames)
 
-    import renderer.encoder  # noqa: F401 - loaded before sampling starts
-    from renderer.encoder_config import EncoderConfig
-    from renderer.loader import load_template
+    import renderer.encode.encoder  # noqa: F401 - loaded before sampling starts
+    from renderer.encode.config import EncoderConfig
     from renderer.render import render
+    from renderer.template.loader import load_template
 
     proc = psutil.Process()
     cpu: dict[int, float] = {}

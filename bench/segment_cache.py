@@ -321,10 +321,10 @@ def cli_renders(
     # render with no cache (same spans, every one encoded afresh).
     last = len(names) - 1
     fresh = work / "fresh.mp4"
-    from renderer.encoder_config import EncoderConfig
-    from renderer.loader import load_template
-    from renderer.model import CustomizationEntry
+    from renderer.encode.config import EncoderConfig
     from renderer.segments import render_segmented
+    from renderer.template.loader import load_template
+    from renderer.template.model import CustomizationEntry
 
     entries = [
         CustomizationEntry.model_validate(e)

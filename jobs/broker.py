@@ -22,9 +22,9 @@ RENDERS_QUEUE = "renders"
 ALL_QUEUES = (LIBRARY_QUEUE, RENDERS_QUEUE)
 ACTOR_MODULES = (
     "jobs.actors.library",
-    "jobs.actors.renders",
-    "jobs.actors.render_chunks",
-    "jobs.actors.render_webhooks",
+    "jobs.renders.single",
+    "jobs.renders.chunked",
+    "jobs.renders.webhook",
 )
 
 
@@ -57,7 +57,7 @@ def setup_broker(settings: Settings) -> dramatiq.Broker:
             broker.declare_actor(actor)
     load_actors()
     # Every worker (embedded threads or `velocity worker`) sweeps expired render leases.
-    from jobs.actors.render_recovery import install_sweeper
+    from jobs.renders.sweeper import install_sweeper
 
     install_sweeper(broker)
     return broker

@@ -5,7 +5,7 @@ Library jobs (template, audio, asset processing) that are pending were possibly 
 actor claims its job with a compare-and-set. Jobs stuck in ``processing`` are put back to
 ``pending`` first when their worker must be dead: in the embedded mode every one of them (the
 only worker is this process), with an external broker those older than the actor's time limit.
-Renders are recovered by ``jobs.actors.render_recovery.recover_renders`` (lease based).
+Renders are recovered by ``jobs.renders.sweeper.recover_renders`` (lease based).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ async def recover(
     or gives up on (otherwise they would stay under ``tmp/`` for good).
     """
     # Actor modules declare their actors on import, so they load after setup_broker.
-    from jobs.actors.render_recovery import recover_renders
+    from jobs.renders.sweeper import recover_renders
 
     done: dict[str, Any] = {"library": await recover_library(db, embedded=embedded)}
     done["renders"] = await recover_renders(db, broker, storage=storage)

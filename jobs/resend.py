@@ -4,7 +4,7 @@ A message can vanish without its row changing: Redis restarted without persisten
 that failed while Redis was down (the row was committed first), or a message dramatiq
 dead-lettered after its retries because the database was unreachable when a worker tried
 to claim it. Every render and library job records when its message was last sent
-(``last_enqueued_at``); the sweeper (``jobs.actors.render_recovery.RenderSweeper``, in every
+(``last_enqueued_at``); the sweeper (``jobs.renders.sweeper.RenderSweeper``, in every
 worker and in the embedded mode) calls ``resend_stale`` and sends another message for each
 job pending longer than ``resend_after_s`` since then, unless the broker shows its message
 still queued. Duplicates are harmless: every actor claims its job with a compare-and-set.
@@ -31,9 +31,9 @@ from jobs.messages import enqueue
 from jobs.models import Asset, Audio, AudioJob, JobStatus, Template, TemplateJob, utcnow
 from jobs.models.render import Render
 from jobs.recovery import back_to_pending
+from jobs.renders.base import RENDER_ACTOR
+from jobs.renders.lifecycle import finish_unsuccessful
 from jobs.settings import Settings
-from jobs.store.render_base import RENDER_ACTOR
-from jobs.store.render_lifecycle import finish_unsuccessful
 
 log = logging.getLogger(__name__)
 

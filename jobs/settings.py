@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
-    from renderer.sandbox import SandboxLimits
+    from renderer.media.sandbox import SandboxLimits
 
 GIB = 1024**3
 
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     # Renders longer than this many output frames are split into chunks rendered in
     # parallel and joined without re-encoding; 0 renders everything in one piece.
     chunk_frames: int = Field(default=900, ge=0)
-    # The Lottie sandbox (renderer.sandbox): each animation draws in a child process with
+    # The Lottie sandbox (renderer.media.sandbox): each animation draws in a child process with
     # these limits; a file that overruns them fails with lottie_timeout / lottie_crashed.
     lottie_frame_timeout_s: float = Field(default=5.0, gt=0, le=600)
     lottie_load_timeout_s: float = Field(default=20.0, gt=0, le=600)
@@ -95,8 +95,8 @@ class Settings(BaseSettings):
         return value
 
     def lottie_limits(self) -> SandboxLimits:
-        """The Lottie sandbox's limits, for ``renderer.sandbox.configure``."""
-        from renderer.sandbox import SandboxLimits
+        """The Lottie sandbox's limits, for ``renderer.media.sandbox.configure``."""
+        from renderer.media.sandbox import SandboxLimits
 
         return SandboxLimits(
             frame_timeout_s=self.lottie_frame_timeout_s,

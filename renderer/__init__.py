@@ -20,8 +20,8 @@ from renderer.errors import (
 )
 
 if TYPE_CHECKING:
-    from renderer.loader import load_template
     from renderer.render import render
+    from renderer.template.loader import load_template
 
 __all__ = [
     "EncoderUnavailable",
@@ -43,7 +43,7 @@ def __getattr__(name: str) -> Any:
 
         return render
     if name == "load_template":
-        from renderer.loader import load_template
+        from renderer.template.loader import load_template
 
         return load_template
     raise AttributeError(name)

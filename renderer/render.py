@@ -24,11 +24,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from renderer.compositor import Compositor, LayerPlan
-from renderer.customize import customized
+from renderer.compose.compositor import Compositor, LayerPlan
+from renderer.compose.layers import Prefetching, SourceContext, TextFitting, open_source
 from renderer.errors import InvalidFrameRange, InvalidTemplate, OutputTooLarge, RenderCancelled
-from renderer.layers import Prefetching, SourceContext, TextFitting, open_source
-from renderer.model import (
+from renderer.report import RenderReport, TextFit
+from renderer.template.customize import customized
+from renderer.template.model import (
     Box,
     CustomizationEntry,
     LayerTooLarge,
@@ -36,10 +37,9 @@ from renderer.model import (
     check_layer_sizes,
     layer_buffer_sizes,
 )
-from renderer.report import RenderReport, TextFit
 
 if TYPE_CHECKING:
-    from renderer.encoder_config import EncoderConfig
+    from renderer.encode.config import EncoderConfig
 
 EncoderPreference = Literal["auto", "software", "nvenc"]
 
@@ -197,7 +197,7 @@ class _AudioThread:
     def _run(self) -> None:
         t0 = time.perf_counter()
         try:
-            from renderer.audio import collect_clips, mix_to_file
+            from renderer.compose.audio import collect_clips, mix_to_file
 
             loaded, extra, start_s, duration_s, out = self._args
             clips = collect_clips(loaded, extra)
@@ -256,7 +256,7 @@ def render(
         should_cancel: polled between frames and between set-up steps (opening each layer,
             waiting for the audio mix); True stops the render.
         audio: False writes the video stream alone (a chunk of a longer render, whose
-            sound ``renderer.concat.finalize`` mixes once for the whole range).
+            sound ``renderer.encode.concat.finalize`` mixes once for the whole range).
         max_output_bytes: the most bytes the output may take. The encoder checks every
             packet against it and the finished file is checked again; passing it stops
             the render with ``OutputTooLarge`` (None: no limit).
@@ -275,8 +275,8 @@ def render(
         OutputTooLarge: the output would pass ``max_output_bytes``; nothing is left at
             ``out``.
     """
-    from renderer.encoder import VideoEncoder, plane_arrays
-    from renderer.encoder_config import EncoderConfig, resolve_frame_range
+    from renderer.encode.config import EncoderConfig, resolve_frame_range
+    from renderer.encode.encoder import VideoEncoder, plane_arrays
 
     wall0 = time.perf_counter()
     _stop_if(should_cancel, "before it started")
@@ -380,7 +380,7 @@ def render(
             has_audio = mixer.join(should_cancel)
             stages["audio"] = mixer.seconds
 
-            from renderer.mux import mux
+            from renderer.encode.mux import mux
 
             t0 = time.perf_counter()
             muxed = tmp / "muxed.mp4"

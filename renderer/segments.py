@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from renderer.errors import RenderCancelled
-from renderer.model import CustomizationEntry, LoadedTemplate
 from renderer.report import RenderReport, TextFit
+from renderer.template.model import CustomizationEntry, LoadedTemplate
 
 if TYPE_CHECKING:
-    from renderer.encoder_config import EncoderConfig
+    from renderer.encode.config import EncoderConfig
     from renderer.render import EncoderPreference
 
 # Bumped whenever the bytes a span renders to could change for the same key: the renderer's
@@ -70,8 +70,8 @@ def segmentable(config: EncoderConfig, preference: EncoderPreference) -> bool:
     """
     import av
 
-    from renderer.encoder import NVENC_ENCODERS, nvenc_opens
-    from renderer.encoder_config import CBR
+    from renderer.encode.config import CBR
+    from renderer.encode.encoder import NVENC_ENCODERS, nvenc_opens
 
     if config.rate_control == CBR or preference == "nvenc":
         return False
@@ -92,14 +92,14 @@ def _drawn(loaded: LoadedTemplate, layer_id: str, t_s: float) -> bool:
     """Could the layer put pixels on screen at composition time ``t_s``? Conservative:
     ``visible`` is ignored (a customisation may switch it either way), and only an opacity
     of exactly 0 (as the compositor clamps it) counts as not drawn."""
-    from renderer.timeline import value_at
+    from renderer.compose.timeline import value_at
 
     tpl = loaded.template
     layer = tpl.layer(layer_id)
     assert layer is not None
     t_frames = t_s * float(tpl.fps_fraction)
     out_frame = tpl.frames if layer.out is None else layer.out
-    # The compositor's own test (renderer.compositor.Compositor.draws).
+    # The compositor's own test (renderer.compose.compositor.Compositor.draws).
     if not layer.in_ <= t_frames + 1e-9 < out_frame:
         return False
     return min(1.0, max(0.0, value_at(layer.transform.opacity, t_frames)[0])) > 0.0
@@ -118,8 +118,8 @@ def plan_spans(
     spans. Keyframes stay where a single render puts them (every ``gop`` output frames from
     the range's first frame), because every span starts on a GOP boundary.
     """
-    from renderer.concat import chunk_ranges
-    from renderer.encoder_config import EncoderConfig
+    from renderer.encode.concat import chunk_ranges
+    from renderer.encode.config import EncoderConfig
     from renderer.render import output_times
 
     config = encoder if encoder is not None else EncoderConfig()
@@ -336,7 +336,7 @@ def _sha256(path: Path) -> str:
 
 
 def _software_name(config: EncoderConfig) -> str:
-    from renderer.encoder import SOFTWARE_ENCODERS
+    from renderer.encode.encoder import SOFTWARE_ENCODERS
 
     return SOFTWARE_ENCODERS[config.codec]
 
@@ -367,10 +367,10 @@ def render_segmented(
     The report's ``cached_frames`` counts the output frames that came from the cache and
     ``spans`` lists every span as ``(k_start, k_end, static, cached)``.
     """
-    from renderer.concat import concat_chunks
-    from renderer.customize import validate_customizations
-    from renderer.encoder_config import EncoderConfig, resolve_frame_range
+    from renderer.encode.concat import concat_chunks
+    from renderer.encode.config import EncoderConfig, resolve_frame_range
     from renderer.render import check_output_size, render
+    from renderer.template.customize import validate_customizations
 
     wall0 = time.perf_counter()
     config = encoder if encoder is not None else EncoderConfig()
@@ -454,7 +454,7 @@ def render_segmented(
         audio_s = 0.0
         has_audio = False
         if audio:
-            from renderer.mux import mux
+            from renderer.encode.mux import mux
 
             t0 = time.perf_counter()
             sound = tmp / "audio.m4a"
@@ -501,7 +501,7 @@ def _mixed_audio(  # noqa: PLR0917 - the render's own arguments, passed through
     """The range's mixed sound at ``dest``, from the cache when the same sound was mixed
     before: the key covers the template, the range and rate, and the content of every input
     that can change the sound (replacement clips of video layers, the extra track)."""
-    from renderer.concat import mix_audio
+    from renderer.encode.concat import mix_audio
 
     key = None
     if cache is not None:

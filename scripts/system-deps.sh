@@ -9,7 +9,7 @@ command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
-# Text fallback fonts (renderer/fonts.py): Noto for Latin/Greek/Cyrillic, Arabic, Hebrew,
+# Text fallback fonts (renderer/text/fonts.py): Noto for Latin/Greek/Cyrillic, Arabic, Hebrew,
 # Indic, Thai, Lao and ~150 other scripts (fonts-noto-core, 12 MB download), CJK
 # (fonts-noto-cjk, 57 MB) and colour emoji (fonts-noto-color-emoji, 10 MB). SIL OFL 1.1.
 # Pillow's wheel bundles raqm and loads FriBiDi at run time for right-to-left text.

@@ -18,8 +18,8 @@ from api.uploads import commit_and_remove, display_name, receive_upload, reserve
 from jobs.actors import ASSET_ACTOR
 from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, Asset, new_id
+from jobs.renders import queries as render_store
 from jobs.store import library
-from jobs.store import render_queries as render_store
 
 router = APIRouter(prefix="/asset", tags=["assets"], responses=error_responses(401, "default"))
 _EXT_RE = re.compile(r"^\.[a-z0-9]{1,5}$")

@@ -25,8 +25,8 @@ from api.uploads import commit_and_remove, display_name, receive_upload, reserve
 from jobs.actors import AUDIO_ACTOR
 from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, AudioGroup, JobStatus, new_id
+from jobs.renders import queries as render_store
 from jobs.store import library
-from jobs.store import render_queries as render_store
 
 router = APIRouter(tags=["audio"], responses=error_responses(401, "default"))
 

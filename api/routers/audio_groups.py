@@ -20,8 +20,8 @@ from api.schemas.library import (
 )
 from api.uploads import commit_and_remove
 from jobs.models import AudioGroup
+from jobs.renders import queries as render_store
 from jobs.store import library
-from jobs.store import render_queries as render_store
 
 router = APIRouter(
     prefix="/audio-asset-group", tags=["audio groups"], responses=error_responses(401, "default")

@@ -52,7 +52,7 @@ def _free_bytes(storage: Any) -> int | None:
 
 def _encoders() -> dict[str, bool]:
     # The media stack is imported here only, on first use, to keep the API process light.
-    from renderer.encoder import available_encoders
+    from renderer.encode.encoder import available_encoders
 
     return available_encoders()
 

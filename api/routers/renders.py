@@ -1,7 +1,7 @@
 """Render endpoints (reference "Render Endpoints" plus batch, long-poll and webhooks).
 
 Validation, reservations and the concurrency check live in
-``jobs.store.render_submission``; this module parses requests, maps refusals to status codes
+``jobs.renders.submission``; this module parses requests, maps refusals to status codes
 and shapes responses.
 """
 
@@ -39,8 +39,10 @@ from api.signing import RenderDownloadUser
 from jobs import budget
 from jobs.models.base import JobStatus
 from jobs.models.render import Render
-from jobs.store import render_lifecycle, render_queries, render_submission
-from jobs.store.render_base import ACTIVE, TERMINAL
+from jobs.renders import lifecycle as render_lifecycle
+from jobs.renders import queries as render_queries
+from jobs.renders import submission as render_submission
+from jobs.renders.base import ACTIVE, TERMINAL
 
 router = APIRouter(prefix="/render", tags=["renders"])
 

@@ -36,8 +36,8 @@ from jobs.actors import TEMPLATE_ACTOR
 from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, JobStatus, Template, new_id
 from jobs.quota import storage_status
+from jobs.renders import queries as render_store
 from jobs.store import library
-from jobs.store import render_queries as render_store
 
 router = APIRouter(
     prefix="/template", tags=["templates"], responses=error_responses(401, "default")
@@ -250,9 +250,9 @@ async def _preview(
 
     def render() -> bytes:
         # The media stack is imported in the worker thread only, never at API import time.
-        from renderer.customize import validate_customizations
-        from renderer.loader import load_template
         from renderer.render import render_frame_png
+        from renderer.template.customize import validate_customizations
+        from renderer.template.loader import load_template
 
         loaded = load_template(root)
         checked = validate_customizations(loaded.template, entries)

@@ -19,9 +19,9 @@ from api.schemas.common import (
 )
 from jobs.models.base import JobStatus
 from jobs.models.render import Campaign, Render, TemplateInstance
-from jobs.store.render_base import TERMINAL
-from jobs.store.render_submission import MAX_BATCH, RenderSpec
-from renderer import encoder_config as _encoder
+from jobs.renders.base import TERMINAL
+from jobs.renders.submission import MAX_BATCH, RenderSpec
+from renderer.encode import config as _encoder
 
 MAX_CUSTOMIZATIONS = 1000
 MAX_TEXT = 10_000

@@ -55,7 +55,7 @@ _local = threading.local()
 def configure(settings: Settings) -> None:
     """Set the settings every actor in this process uses (call before workers start), and
     the Lottie sandbox's limits for the renderer in this process (renders and previews)."""
-    from renderer import sandbox
+    from renderer.media import sandbox
 
     sandbox.configure(settings.lottie_limits())
     with _lock:

@@ -21,14 +21,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from jobs.actors.render_run import Control
 from jobs.faults import is_disk_full
+from jobs.renders.attempt import Control
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
 # Imported once by the forkserver, so each child starts with them (and the work functions).
-_PRELOAD = ["jobs.actors.renders", "jobs.actors.render_chunks", "renderer.render", "av"]
+_PRELOAD = ["jobs.renders.single", "jobs.renders.chunked", "renderer.render", "av"]
 _ctx_lock = threading.Lock()
 _ctx: list[Any] = []
 

@@ -227,11 +227,11 @@ async def process_template_job(db: Database, storage: Storage, job_id: uuid.UUID
     doing = "validating the archive"
     final_rel: str | None = None
     try:
-        from renderer.archive import inspect_archive, safe_extract
+        from renderer.compose.layers.lottie import check_template_lotties
         from renderer.errors import InvalidTemplate
-        from renderer.layers.lottie import check_template_lotties
-        from renderer.loader import load_template
-        from renderer.manifest import build_manifest
+        from renderer.template.archive import inspect_archive, safe_extract
+        from renderer.template.loader import load_template
+        from renderer.template.manifest import build_manifest
 
         zip_abs = storage.abs(zip_rel)
         if not zipfile.is_zipfile(zip_abs):
@@ -299,7 +299,7 @@ async def process_template_job(db: Database, storage: Storage, job_id: uuid.UUID
         if not isinstance(exc, (Exception, TimeLimitExceeded)):
             raise
     finally:
-        from renderer.archive import remove_tree
+        from renderer.template.archive import remove_tree
 
         remove_tree(workdir)
 
@@ -325,7 +325,7 @@ async def process_audio_job(db: Database, storage: Storage, job_id: uuid.UUID) -
         audio.status = JobStatus.Processing
         audio_id, path_rel, name = audio.id, audio.path, audio.name
     try:
-        from renderer.probe import validate_media_file
+        from renderer.media.probe import validate_media_file
 
         info: Any = validate_media_file(storage.abs(path_rel), "audio", name)
         duration = float(getattr(info, "duration_s", 0.0) or 0.0)
@@ -357,7 +357,7 @@ async def process_asset_job(db: Database, storage: Storage, asset_id: uuid.UUID)
         path_rel, name = asset.path, asset.name
     try:
         from renderer.errors import RendererError
-        from renderer.probe import validate_media_file
+        from renderer.media.probe import validate_media_file
 
         path = storage.abs(path_rel)
         order = ["image", "video"]

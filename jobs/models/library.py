@@ -3,10 +3,11 @@
 Paths are relative to ``Settings.storage_dir`` and built only from ids by
 ``jobs.storage.Storage``; user-supplied file names are kept for display and downloads only.
 
-``Template.manifest`` is the client-facing manifest from ``renderer.manifest.build_manifest``;
+``Template.manifest`` is the client-facing manifest from
+``renderer.template.manifest.build_manifest``;
 ``Template.definition`` is the parsed ``data.json`` as
 ``Template.model_dump(mode="json", by_alias=True)`` so the API can rebuild the
-``renderer.model.Template`` (``Template.model_validate(row.definition)``) to validate
+``renderer.template.model.Template`` (``Template.model_validate(row.definition)``) to validate
 customisations without touching the files.
 """
 

@@ -15,15 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from jobs.models.base import ACTIVE_STATUSES, utcnow
 from jobs.models.library import AudioGroup
 from jobs.models.render import Campaign, CampaignAudioGroup, Render, TemplateInstance
-from jobs.store.render_base import RenderRefused, bad_request
-from jobs.store.render_submission import (
+from jobs.renders.base import RenderRefused, bad_request
+from jobs.renders.submission import (
     check_assets,
     lottie_text_layers,
     owned_template,
     stored_template_model,
 )
-from renderer.customize import validate_customizations
 from renderer.errors import InvalidCustomization
+from renderer.template.customize import validate_customizations
 
 
 def _not_found(what: str, ident: uuid.UUID) -> RenderRefused:

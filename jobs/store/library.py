@@ -408,7 +408,7 @@ async def resolve_customization_assets(
     """Turn ``assetId`` references into absolute ``src`` paths of the user's ready assets.
 
     Clients may not send ``src`` themselves (it would name server files). Entries are
-    returned as plain dicts (camelCase keys kept) for ``renderer.customize``.
+    returned as plain dicts (camelCase keys kept) for ``renderer.template.customize``.
 
     Raises:
         InvalidAssetReference: ``entries`` is not a list of objects, an entry carries

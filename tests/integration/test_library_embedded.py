@@ -214,12 +214,12 @@ async def test_hostile_template_fails_with_reason_and_keeps_nothing(
 async def test_unexpected_crash_still_ends_failed_with_reason(
     embedded: Embedded, demo_zip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import renderer.manifest
+    import renderer.template.manifest
 
     def explode(_loaded: Any) -> dict[str, Any]:
         raise ZeroDivisionError("decoder blew up")
 
-    monkeypatch.setattr(renderer.manifest, "build_manifest", explode)
+    monkeypatch.setattr(renderer.template.manifest, "build_manifest", explode)
     key = await embedded.user()
     tid = (await upload(embedded.client, key, demo_zip)).json()["templateId"]
     await embedded.drain()

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from renderer import lottie_doc, sandbox
-from renderer.sandbox import SandboxLimits
+from renderer.media import lottie_doc, sandbox
+from renderer.media.sandbox import SandboxLimits
 from tests.integration.conftest import Embedded
 from tests.integration.test_library_embedded import h, upload
 from tests.integration.test_render_support import (

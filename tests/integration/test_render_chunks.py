@@ -113,9 +113,9 @@ def test_chunked_render_equals_single_render(env: tuple[RenderEnv, Any], tmp_pat
     chunked.write_bytes(download.content)
 
     # The same request rendered in one piece by the renderer.
-    from renderer.encoder_config import EncoderConfig
-    from renderer.loader import load_template
+    from renderer.encode.config import EncoderConfig
     from renderer.render import render
+    from renderer.template.loader import load_template
 
     row = run(render_row(e.db, rid))
     single = tmp_path / "single.mp4"
@@ -191,7 +191,7 @@ def test_cancel_stops_every_chunk_and_removes_their_files(env: tuple[RenderEnv, 
 def test_failed_chunk_fails_the_render_with_its_reason(
     env: tuple[RenderEnv, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobs.actors import render_chunks as actors
+    from jobs.renders import chunked as actors
     from renderer.errors import UnsupportedMedia
 
     original = actors._run_chunk
@@ -227,7 +227,7 @@ def test_failed_chunk_fails_the_render_with_its_reason(
 def test_budget_exhausted_in_a_chunk_fails_the_render(env: tuple[RenderEnv, Any]) -> None:
     from api.schemas.renders import RenderRequest
     from jobs.models import User
-    from jobs.store.render_submission import submit_renders
+    from jobs.renders.submission import submit_renders
 
     e, c = env
     uid, key = run(add_user(e.db, "tight"))

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from jobs.db import run_migrations
 from jobs.models import JobStatus, User
 from jobs.models.render import Render
-from jobs.store.render_submission import MIN_ESTIMATE_MS
+from jobs.renders.submission import MIN_ESTIMATE_MS
 from tests.integration.test_render_support import (
     add_template,
     add_user,

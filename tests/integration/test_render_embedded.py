@@ -385,7 +385,7 @@ def test_budget_exhausted_mid_render_fails_with_reason(env: tuple[Env, Any]) -> 
     import sqlalchemy as sa
 
     from jobs.models import User
-    from jobs.store.render_submission import submit_renders
+    from jobs.renders.submission import submit_renders
 
     e, c = env
     uid, key = e.user("tight")
@@ -606,7 +606,7 @@ def test_expired_lease_is_rendered_again_once(env: tuple[Env, Any]) -> None:
 def test_redelivered_finished_render_is_a_no_op(env: tuple[Env, Any]) -> None:
     """The broker may deliver a render's message again after it completed (a worker acked
     late, a sweeper re-queued it): running the actor again changes nothing."""
-    from jobs.actors.renders import render as render_actor
+    from jobs.renders.single import render as render_actor
 
     e, c = env
     uid, key = e.user("redelivered")
@@ -640,9 +640,9 @@ def test_redelivered_finished_render_is_a_no_op(env: tuple[Env, Any]) -> None:
 def test_lease_expired_too_often_fails(idle_env: tuple[Env, Any]) -> None:
     from datetime import timedelta
 
-    from jobs.actors.render_recovery import recover_renders
     from jobs.models import utcnow
-    from jobs.store.render_base import MAX_ATTEMPTS
+    from jobs.renders.base import MAX_ATTEMPTS
+    from jobs.renders.sweeper import recover_renders
 
     e, c = idle_env
     uid, key = e.user("unlucky")

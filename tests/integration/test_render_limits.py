@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from jobs.actors.render_chunks import _chunk_job, _finalize_job
-from jobs.actors.render_run import BUDGET_REASON
-from jobs.actors.renders import _render_job
 from jobs.db import Database
 from jobs.models import User
 from jobs.models.render import RenderChunk
+from jobs.renders.attempt import BUDGET_REASON
+from jobs.renders.chunked import _chunk_job, _finalize_job
+from jobs.renders.single import _render_job
 from tests.integration.test_render_support import (
     LiveServer,
     RenderEnv,

@@ -103,8 +103,8 @@ async def add_template(
 ) -> uuid.UUID:
     """A completed template whose extracted files are a copy of ``source`` (with the
     manifest the library pipeline would have stored)."""
-    from renderer.loader import load_template
-    from renderer.manifest import build_manifest
+    from renderer.template.loader import load_template
+    from renderer.template.manifest import build_manifest
 
     template_id = uuid.uuid4()
     rel = f"template_files/{user_id}/{template_id}"

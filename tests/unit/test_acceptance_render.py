@@ -27,7 +27,7 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image
 
-from renderer.timeline import ease_function
+from renderer.compose.timeline import ease_function
 
 pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe missing")
 

@@ -12,8 +12,8 @@ from types import ModuleType
 
 import pytest
 
-from renderer.archive import safe_extract
 from renderer.errors import InvalidTemplate
+from renderer.template.archive import safe_extract
 
 # Hostile archives whose refusal comes from the archive layer itself (the rest need data.json
 # parsing or media probing and are covered in test_loader).

@@ -14,9 +14,9 @@ import av
 import numpy as np
 import pytest
 
-from renderer.audio import SAMPLE_RATE, AudioClip, collect_clips, mix_to_file
+from renderer.compose.audio import SAMPLE_RATE, AudioClip, collect_clips, mix_to_file
 from renderer.errors import UnsupportedMedia
-from renderer.model import LoadedTemplate, Template
+from renderer.template.model import LoadedTemplate, Template
 
 FREQ = 440.0
 AAC_FRAME = 1024

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from jobs.actors.child import run_in_child
-from jobs.actors.render_run import Control
+from jobs.renders.attempt import Control
 from renderer.errors import InvalidTemplate, RenderCancelled
 
 
@@ -67,7 +67,7 @@ def test_every_error_a_render_can_raise_survives_the_trip_back() -> None:
     worker as a RuntimeError and end the render as internal_error."""
     import pickle
 
-    from jobs.actors.render_run import InputError
+    from jobs.renders.attempt import InputError
     from renderer import errors
 
     samples: list[BaseException] = [

@@ -7,8 +7,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from renderer.compositor import Compositor, LayerPlan
-from renderer.model import Keyframe, Transform
+from renderer.compose.compositor import Compositor, LayerPlan
+from renderer.template.model import Keyframe, Transform
 
 KR, KB = 0.2126, 0.0722
 KG = 1 - KR - KB

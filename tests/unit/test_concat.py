@@ -11,11 +11,11 @@ import av
 import numpy as np
 import pytest
 
-from renderer.concat import ChunkMismatch, chunk_ranges, concat_chunks, finalize
-from renderer.encoder_config import EncoderConfig
-from renderer.loader import load_template
-from renderer.model import LoadedTemplate
+from renderer.encode.concat import ChunkMismatch, chunk_ranges, concat_chunks, finalize
+from renderer.encode.config import EncoderConfig
 from renderer.render import render
+from renderer.template.loader import load_template
+from renderer.template.model import LoadedTemplate
 
 W, H = 64, 36
 # Lossless so a chunked render and a single one decode to identical pixels; GOP 5.

@@ -8,15 +8,21 @@ from typing import Any
 
 import pytest
 
-from renderer.customize import (
+from renderer.errors import InvalidCustomization
+from renderer.template.customize import (
     apply_customizations,
     asset_kind_for_layer,
     customizable_properties,
     validate_customizations,
 )
-from renderer.errors import InvalidCustomization
-from renderer.loader import load_template_from_dict
-from renderer.model import CustomizationEntry, ImageLayer, LoadedTemplate, Template, TextLayer
+from renderer.template.loader import load_template_from_dict
+from renderer.template.model import (
+    CustomizationEntry,
+    ImageLayer,
+    LoadedTemplate,
+    Template,
+    TextLayer,
+)
 
 
 def _template_data() -> dict[str, Any]:

@@ -14,15 +14,15 @@ import av
 import numpy as np
 import pytest
 
-from renderer import encoder as encoder_module
-from renderer.encoder import (
+from renderer.encode import encoder as encoder_module
+from renderer.encode.config import EncoderConfig, probe_level
+from renderer.encode.encoder import (
     VideoEncoder,
     available_encoders,
     encoder_options,
     nvenc_opens,
     plane_arrays,
 )
-from renderer.encoder_config import EncoderConfig, probe_level
 from renderer.errors import EncoderUnavailable, InvalidEncoderConfig, RenderCancelled
 
 W, H = 160, 90
@@ -366,7 +366,7 @@ def test_auto_falls_back_to_software_when_nvenc_probes_but_refuses_to_open(
     out = tmp_path / "out.mp4"
     width, height = _WIDER_THAN_NVENC
     with (
-        caplog.at_level("WARNING", logger="renderer.encoder"),
+        caplog.at_level("WARNING", logger="renderer.encode.encoder"),
         VideoEncoder(out, width, height, FPS, EncoderConfig(), "auto") as enc,
     ):
         enc.encode(enc.new_frame())

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from renderer.encoder_config import (
+from renderer.encode.config import (
     CBR,
     CQP,
     CRF,
@@ -27,7 +27,7 @@ from renderer.errors import InvalidEncoderConfig, InvalidFrameRange
 def test_module_stays_free_of_the_media_stack() -> None:
     # The API validates requests with this module and must not load numpy or PyAV.
     code = (
-        "import sys, renderer.encoder_config; "
+        "import sys, renderer.encode.config; "
         "print(sorted(m for m in ('av', 'numpy') if m in sys.modules))"
     )
     result = subprocess.run(

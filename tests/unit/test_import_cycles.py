@@ -21,14 +21,14 @@ PACKAGES = ("api", "jobs", "renderer")
 
 # Private names still borrowed across modules. Keep it shrinking; each entry is
 # (importing module, imported module, name).
-# jobs.actors.render_chunks reuses the single-render actor's input resolution and attempt;
+# jobs.renders.chunked reuses the single-render actor's input resolution and attempt;
 # the actors are being reworked on another branch (issue 10, item 1 moves them into
 # jobs/renders/ as a public "attempt" module), so they are left alone here.
 ALLOWED_PRIVATE = {
-    ("jobs.actors.render_chunks", "jobs.actors.renders", "_Inputs"),
-    ("jobs.actors.render_chunks", "jobs.actors.renders", "_Run"),
-    ("jobs.actors.render_chunks", "jobs.actors.renders", "_owner_token"),
-    ("jobs.actors.render_chunks", "jobs.actors.renders", "_resolve_inputs"),
+    ("jobs.renders.chunked", "jobs.renders.single", "_Inputs"),
+    ("jobs.renders.chunked", "jobs.renders.single", "_Run"),
+    ("jobs.renders.chunked", "jobs.renders.single", "_owner_token"),
+    ("jobs.renders.chunked", "jobs.renders.single", "_resolve_inputs"),
 }
 
 

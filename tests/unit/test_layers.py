@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from renderer.compose.layers import SourceContext, open_source, registered_types
+from renderer.compose.layers.image import ImageSource
+from renderer.compose.layers.solid import SolidSource
+from renderer.compose.layers.video import VideoSource
 from renderer.errors import UnsupportedMedia
-from renderer.layers import SourceContext, open_source, registered_types
-from renderer.layers.image import ImageSource
-from renderer.layers.solid import SolidSource
-from renderer.layers.video import VideoSource
-from renderer.model import LoadedTemplate, Template, TextLayer
+from renderer.template.model import LoadedTemplate, Template, TextLayer
 
 # --- helpers -----------------------------------------------------------------------------
 

@@ -16,17 +16,17 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from renderer.archive import (
+from renderer.compose.layers.image import ImageSource
+from renderer.errors import InvalidTemplate, StorageLimitExceeded, UnsupportedMedia
+from renderer.media.probe import validate_media_file
+from renderer.template.archive import (
     MAX_DEPTH,
     inspect_archive,
     remove_tree,
     safe_extract,
 )
-from renderer.errors import InvalidTemplate, StorageLimitExceeded, UnsupportedMedia
-from renderer.layers.image import ImageSource
-from renderer.loader import load_template, load_template_from_dict, parse_data_json
-from renderer.model import LayerTooLarge, Template, check_layer_sizes
-from renderer.probe import validate_media_file
+from renderer.template.loader import load_template, load_template_from_dict, parse_data_json
+from renderer.template.model import LayerTooLarge, Template, check_layer_sizes
 from tests.limit_cases import load_limit_cases_module
 
 GOOD = {"width": 64, "height": 36, "fps": 30, "frames": 10}

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from renderer.errors import InvalidTemplate, UnsupportedMedia
-from renderer.loader import load_template, load_template_from_dict
-from renderer.model import ImageLayer, LoadedTemplate, TextLayer, VideoLayer
+from renderer.template.loader import load_template, load_template_from_dict
+from renderer.template.model import ImageLayer, LoadedTemplate, TextLayer, VideoLayer
 
 
 def _listing(folder: Path) -> list[str]:

@@ -18,22 +18,22 @@ import av
 import numpy as np
 import pytest
 
-from renderer import sandbox
-from renderer.customize import (
+from renderer.compose.layers import SourceContext, open_source
+from renderer.compose.layers import lottie as lottie_module
+from renderer.compose.layers.lottie import LottieSource, probe_lottie, replace_text
+from renderer.encode.config import EncoderConfig
+from renderer.errors import InvalidCustomization, InvalidTemplate, UnsupportedMedia
+from renderer.media import sandbox
+from renderer.media.probe import read_lottie
+from renderer.render import render
+from renderer.template.customize import (
     apply_customizations,
     lottie_text_layers,
     validate_customizations,
 )
-from renderer.encoder_config import EncoderConfig
-from renderer.errors import InvalidCustomization, InvalidTemplate, UnsupportedMedia
-from renderer.layers import SourceContext, open_source
-from renderer.layers import lottie as lottie_module
-from renderer.layers.lottie import LottieSource, probe_lottie, replace_text
-from renderer.loader import load_template, load_template_from_dict
-from renderer.manifest import build_manifest
-from renderer.model import CustomizationEntry, LoadedTemplate
-from renderer.probe import read_lottie
-from renderer.render import render
+from renderer.template.loader import load_template, load_template_from_dict
+from renderer.template.manifest import build_manifest
+from renderer.template.model import CustomizationEntry, LoadedTemplate
 
 RED = (255, 0, 0, 255)
 CLEAR = (0, 0, 0, 0)

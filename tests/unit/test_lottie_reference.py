@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import rlottie_python as rlottie
 
-from renderer.layers.lottie import LottieSource
-from renderer.probe import read_lottie
+from renderer.compose.layers.lottie import LottieSource
+from renderer.media.probe import read_lottie
 
 SIZE = 96
 

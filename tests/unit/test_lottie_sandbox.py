@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from renderer import lottie_doc, sandbox
+from renderer.compose.layers.lottie import LottieSource, check_template_lotties
 from renderer.errors import (
     InvalidTemplate,
     LottieCrashed,
@@ -25,11 +25,11 @@ from renderer.errors import (
     RenderCancelled,
     UnsupportedMedia,
 )
-from renderer.layers.lottie import LottieSource, check_template_lotties
-from renderer.loader import load_template_from_dict
-from renderer.manifest import build_manifest
-from renderer.probe import read_lottie
-from renderer.sandbox import LottieProcess, SandboxLimits
+from renderer.media import lottie_doc, sandbox
+from renderer.media.probe import read_lottie
+from renderer.media.sandbox import LottieProcess, SandboxLimits
+from renderer.template.loader import load_template_from_dict
+from renderer.template.manifest import build_manifest
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "hostile_lottie.py"
 
@@ -362,7 +362,7 @@ def test_an_embedded_font_is_drawn_by_every_source(
 ) -> None:
     # The engine once drew an embedded font at validation and a blank at the render after it
     # (a second load in one process); each source now has a fresh engine of its own.
-    from renderer.text import DEFAULT_FONT
+    from renderer.text.raster import DEFAULT_FONT
 
     path = fixtures_module.make_lottie(tmp_path / "t.json", 200, 100, text="HELLO")
     doc = json.loads(path.read_text())

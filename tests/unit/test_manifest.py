@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from renderer.loader import load_template, load_template_from_dict
-from renderer.manifest import build_manifest
+from renderer.template.loader import load_template, load_template_from_dict
+from renderer.template.manifest import build_manifest
 from tests.conftest import DEMO_FPS, DEMO_FRAMES, DEMO_HEIGHT, DEMO_WIDTH
 
 

@@ -14,10 +14,10 @@ import av
 import numpy as np
 import pytest
 
-from renderer.audio import AudioClip, mix_to_file
-from renderer.encoder import VideoEncoder, plane_arrays
-from renderer.encoder_config import EncoderConfig
-from renderer.mux import mux
+from renderer.compose.audio import AudioClip, mix_to_file
+from renderer.encode.config import EncoderConfig
+from renderer.encode.encoder import VideoEncoder, plane_arrays
+from renderer.encode.mux import mux
 
 pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe missing")
 

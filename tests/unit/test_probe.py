@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from renderer.errors import InvalidTemplate, UnsupportedMedia
-from renderer.probe import (
+from renderer.media.probe import (
     AudioInfo,
     ImageInfo,
     VideoInfo,

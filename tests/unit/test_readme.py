@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from renderer.encoder_config import EncoderConfig
-from renderer.model import CustomizationEntry, Template
+from renderer.encode.config import EncoderConfig
+from renderer.template.model import CustomizationEntry, Template
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

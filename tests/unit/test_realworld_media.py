@@ -22,15 +22,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from renderer.encoder_config import EncoderConfig
+from renderer.compose.layers.image import ImageSource
+from renderer.compose.layers.video import VideoSource
+from renderer.encode.config import EncoderConfig
 from renderer.errors import InvalidTemplate
-from renderer.layers.image import ImageSource
-from renderer.layers.video import VideoSource
-from renderer.loader import MAX_MISSING_LISTED, load_template, load_template_from_dict
-from renderer.manifest import build_manifest
-from renderer.model import CustomizationEntry
-from renderer.probe import probe_image, probe_video
+from renderer.media.probe import probe_image, probe_video
 from renderer.render import render, render_frame_png
+from renderer.template.loader import MAX_MISSING_LISTED, load_template, load_template_from_dict
+from renderer.template.manifest import build_manifest
+from renderer.template.model import CustomizationEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 LOSSLESS = EncoderConfig(rc=2, qp=0, preset=5)
@@ -392,13 +392,13 @@ def _matrix(degrees_ccw: float, hflip: bool = False) -> bytes:
 def test_display_matrix_angles_snap_to_quarter_turns(
     degrees: float, hflip: bool, orientation: int
 ) -> None:
-    from renderer.orientation import from_display_matrix
+    from renderer.media.orientation import from_display_matrix
 
     assert from_display_matrix(_matrix(degrees, hflip)) == orientation
 
 
 def test_malformed_orientation_data_reads_as_upright() -> None:
-    from renderer.orientation import from_display_matrix, from_rotate_tag
+    from renderer.media.orientation import from_display_matrix, from_rotate_tag
 
     assert from_display_matrix(b"\x00" * 36) == 1
     assert from_display_matrix(b"\x01\x02") == 1

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from renderer.encoder_config import EncoderConfig
+from renderer.encode.config import EncoderConfig
 from renderer.errors import InvalidCustomization, InvalidFrameRange, RenderCancelled
-from renderer.loader import load_template
-from renderer.model import CustomizationEntry
 from renderer.render import output_times, render, render_frame_png
+from renderer.template.loader import load_template
+from renderer.template.model import CustomizationEntry
 
 # Lossless H.264 so decoded pixels equal what the compositor drew (up to 4:2:0 chroma).
 LOSSLESS = EncoderConfig(rc=2, qp=0, preset=5)

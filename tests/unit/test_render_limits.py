@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from renderer.encoder import VideoEncoder, plane_arrays
-from renderer.encoder_config import EncoderConfig
+from renderer.encode.config import EncoderConfig
+from renderer.encode.encoder import VideoEncoder, plane_arrays
 from renderer.errors import OutputTooLarge, RenderCancelled
-from renderer.loader import load_template
 from renderer.render import render
+from renderer.template.loader import load_template
 
 # Lossless: every frame of noise costs about its raw size, so the sizes below are certain.
 LOSSLESS = EncoderConfig(rc=2, qp=0, preset=5)

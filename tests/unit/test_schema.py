@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from renderer.schema import SCHEMA_PATH, render_schema, write_schema
+from renderer.template.schema import SCHEMA_PATH, render_schema, write_schema
 
 
 def test_committed_schema_is_up_to_date() -> None:
     assert SCHEMA_PATH.read_text(encoding="utf-8") == render_schema(), (
-        "renderer/schema/template.schema.json is stale: run `python -m renderer.schema`"
+        "renderer/template/schema/template.schema.json is stale: "
+        "run `python -m renderer.template.schema`"
     )
 
 

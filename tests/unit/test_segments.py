@@ -13,12 +13,12 @@ import av
 import numpy as np
 import pytest
 
-from renderer.encoder_config import EncoderConfig
+from renderer.encode.config import EncoderConfig
 from renderer.errors import RenderCancelled
-from renderer.loader import load_template
-from renderer.model import CustomizationEntry, LoadedTemplate
 from renderer.render import render
 from renderer.segments import SpanCache, plan_spans, render_segmented, span_key
+from renderer.template.loader import load_template
+from renderer.template.model import CustomizationEntry, LoadedTemplate
 
 W, H = 64, 36
 FRAMES = 50

@@ -10,11 +10,11 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont, features
 
-from renderer import text as text_module
 from renderer.errors import InvalidTemplate
-from renderer.model import LoadedTemplate, Template, TextLayer
-from renderer.text import TextRaster, default_font_path, render_text, resolve_font
-from renderer.text_layout import cluster_starts
+from renderer.template.model import LoadedTemplate, Template, TextLayer
+from renderer.text import raster as text_module
+from renderer.text.layout import cluster_starts
+from renderer.text.raster import TextRaster, default_font_path, render_text, resolve_font
 
 W, H = 120, 40
 needs_raqm = pytest.mark.skipif(not features.check("raqm"), reason="Pillow built without raqm")

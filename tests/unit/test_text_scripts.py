@@ -18,14 +18,15 @@ import uharfbuzz as hb
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
-from renderer import fonts
-from renderer.layers import SourceContext
-from renderer.layers.text import open_text
-from renderer.loader import load_template_from_dict
-from renderer.manifest import build_manifest
-from renderer.model import LoadedTemplate, Template, TextLayer
-from renderer.probe import check_font
-from renderer.text import (
+from renderer.compose.layers import SourceContext
+from renderer.compose.layers.text import open_text
+from renderer.media.probe import check_font
+from renderer.template.loader import load_template_from_dict
+from renderer.template.manifest import build_manifest
+from renderer.template.model import LoadedTemplate, Template, TextLayer
+from renderer.text import fonts
+from renderer.text.layout import LayoutJob, choose_size, lay_out, paragraphs
+from renderer.text.raster import (
     TextRaster,
     default_font_path,
     render_text,
@@ -33,8 +34,7 @@ from renderer.text import (
     resolve_font,
     text_chain,
 )
-from renderer.text_layout import LayoutJob, choose_size, lay_out, paragraphs
-from renderer.text_runs import Shaper, break_segments, visual_order
+from renderer.text.runs import Shaper, break_segments, visual_order
 
 REQUIRED = (
     "NotoSans-Regular.ttf",

@@ -6,14 +6,14 @@ import math
 
 import pytest
 
-from renderer.model import Keyframe, Transform
-from renderer.timeline import (
+from renderer.compose.timeline import (
     cubic_bezier,
     ease_function,
     interpolate_keys,
     is_static,
     sample_transform,
 )
+from renderer.template.model import Keyframe, Transform
 
 
 def _dense_bezier(x1: float, y1: float, x2: float, y2: float, u: float) -> float:

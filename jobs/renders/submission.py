@@ -1,0 +1,457 @@
+"""Render submission: validation of each request, the budget/storage estimate, the
+reservations and the concurrency check, all or nothing for a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from jobs import budget, quota, webhooks
+from jobs.messages import enqueue
+from jobs.models.account import User
+from jobs.models.base import JobStatus, utcnow
+from jobs.models.library import Asset, Audio, Template
+from jobs.models.render import CampaignAudioGroup, Render, TemplateInstance
+from jobs.renders.base import (
+    ACTIVE,
+    RENDER_ACTOR,
+    RenderRefused,
+    bad_request,
+)
+from jobs.settings import Settings
+from renderer.encode.config import EncoderConfig, resolve_frame_range
+from renderer.errors import InvalidCustomization, InvalidEncoderConfig, InvalidFrameRange
+from renderer.template.customize import asset_kind_for_layer, validate_customizations
+from renderer.template.model import LayerTooLarge, check_layer_sizes
+from renderer.template.model import Template as TemplateModel
+
+MAX_BATCH = 100
+# How long submission waits for a webhook host to resolve before refusing it.
+WEBHOOK_RESOLVE_TIMEOUT_S = 3.0
+MIN_ESTIMATE_MS = 1000
+# Rough software cost per output pixel (ns) by codec, used only for the budget estimate.
+_NS_PER_PIXEL = {0: 25, 1: 70, 2: 50}
+_AUDIO_BITRATE = 192_000
+_CONTAINER_OVERHEAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """One render request as the API parsed it (field names as in the reference)."""
+
+    name: str
+    template_id: uuid.UUID | None = None
+    template_instance_id: uuid.UUID | None = None
+    audio_id: uuid.UUID | None = None
+    f_start: int | None = None
+    f_end: int | None = None
+    encoder_config: dict[str, Any] | None = None
+    customization_map: list[Any] = field(default_factory=list)
+    webhook_url: str | None = None
+    cache: bool = True
+
+
+@dataclass
+class _Prepared:
+    spec: RenderSpec
+    template: Template
+    instance: TemplateInstance | None
+    request: dict[str, Any]
+    frames_total: int
+    estimate_ms: int
+    estimate_bytes: int
+
+
+def estimate(
+    model: TemplateModel, config: EncoderConfig, f_start: int, f_end: int
+) -> tuple[int, int, int]:
+    """(output frames, render time ms, output bytes) for rendering ``[f_start, f_end)``."""
+    width, height = config.output_size(model.width, model.height)
+    fps = config.output_fps(model.fps_fraction)
+    seconds = Fraction(f_end - f_start) / model.fps_fraction
+    frames = max(1, math.ceil(seconds * fps))
+    ms = frames * width * height * _NS_PER_PIXEL[config.codec] // 1_000_000
+    bitrate = config.effective_bitrate(width, height, fps)
+    nbytes = math.ceil(float(seconds) * (bitrate + _AUDIO_BITRATE) / 8) + _CONTAINER_OVERHEAD
+    return frames, max(MIN_ESTIMATE_MS, int(ms)), nbytes
+
+
+def stored_template_model(template: Template, label: str) -> TemplateModel:
+    """The validated model of a completed template's stored definition.
+
+    Raises:
+        RenderRefused: ``bad_request`` / ``invalid_template`` when the definition no longer
+            passes validation (stored before a limit was introduced), naming the problem.
+    """
+    from pydantic import ValidationError
+
+    from renderer.template.loader import format_validation_error
+
+    assert template.definition is not None
+    try:
+        return TemplateModel.model_validate(template.definition)
+    except ValidationError as err:
+        problem = format_validation_error(err, template.definition)
+        raise bad_request(
+            f"{label}template {template.id} no longer passes validation ({problem}); "
+            "fix it and upload it again",
+            "invalid_template",
+        ) from None
+
+
+async def owned_template(
+    session: AsyncSession, user_id: uuid.UUID, template_id: uuid.UUID, label: str
+) -> Template:
+    """The user's completed, undeleted template ``template_id`` (refusals name ``label``)."""
+    template = await session.scalar(
+        sa.select(Template).where(
+            Template.id == template_id,
+            Template.user_id == user_id,
+            Template.deleted_at.is_(None),
+            Template.status != JobStatus.Deleted,
+        )
+    )
+    if template is None:
+        raise RenderRefused("not_found", f"{label}template {template_id} not found", "not_found")
+    if template.status != JobStatus.Completed or template.definition is None:
+        raise bad_request(
+            f"{label}template {template_id} is {template.status.value}, not completed; wait "
+            "for GET /template/{id}/status to say completed",
+            "template_not_ready",
+        )
+    return template
+
+
+async def check_assets(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    model: TemplateModel,
+    entries: Sequence[Any],
+    label: str,
+) -> None:
+    """Refuse customizations whose ``assetId`` is not one of the user's ready assets of the
+    layer's kind (or that give a raw ``src``)."""
+    for index, entry in enumerate(entries):
+        if entry.src is not None:
+            raise bad_request(
+                f"{label}customizationMap[{index}] (layerId '{entry.layer_id}'): 'src' is not "
+                "accepted; upload the file with POST /asset/upload and pass its assetId",
+                "invalid_customization",
+            )
+        if entry.asset_id is None:
+            continue
+        where = f"{label}customizationMap[{index}] (layerId '{entry.layer_id}')"
+        try:
+            asset_id = uuid.UUID(str(entry.asset_id))
+        except ValueError:
+            raise bad_request(
+                f"{where}: assetId {entry.asset_id!r} is not a UUID", "invalid_customization"
+            ) from None
+        layer = model.layer(entry.layer_id)
+        kind = asset_kind_for_layer(layer) if layer is not None else None
+        asset = await session.scalar(
+            sa.select(Asset).where(Asset.id == asset_id, Asset.user_id == user_id)
+        )
+        if asset is None or asset.status == JobStatus.Deleted:
+            raise bad_request(f"{where}: asset {asset_id} not found", "invalid_customization")
+        if asset.status != JobStatus.Completed:
+            raise bad_request(
+                f"{where}: asset {asset_id} is {asset.status.value}, not completed",
+                "invalid_customization",
+            )
+        if asset.kind != kind:
+            raise bad_request(
+                f"{where}: asset {asset_id} is {_a(asset.kind or 'unknown')} "
+                f"{asset.kind or 'unknown'}, but layer '{entry.layer_id}' needs "
+                f"{_a(kind or 'no')} {kind or 'no'} asset",
+                "invalid_customization",
+            )
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def lottie_text_layers(template: Template) -> dict[str, list[str]]:
+    """Lottie layer id -> the text layer names of its animation, read from the stored
+    manifest's ``defaults.lottieText`` so submission can refuse an unknown ``lottieText`` key
+    instead of the render failing later. A layer the manifest does not describe is left out
+    (its keys are then checked only when rendering).
+
+    Args:
+        template: a completed template row.
+    """
+    layers = (template.manifest or {}).get("layers") or []
+    names: dict[str, list[str]] = {}
+    for layer in layers:
+        texts = (layer.get("defaults") or {}).get("lottieText")
+        if layer.get("type") == "lottie" and isinstance(texts, dict):
+            names[str(layer["id"])] = [str(name) for name in texts]
+    return names
+
+
+async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: str) -> _Prepared:
+    if (spec.template_id is None) == (spec.template_instance_id is None):
+        raise bad_request(f"{label}give exactly one of templateId (direct) or templateInstanceId")
+    instance: TemplateInstance | None = None
+    defaults: list[Any] = []
+    if spec.template_instance_id is not None:
+        instance = await session.scalar(
+            sa.select(TemplateInstance).where(
+                TemplateInstance.id == spec.template_instance_id,
+                TemplateInstance.user_id == user.id,
+            )
+        )
+        if instance is None:
+            raise RenderRefused(
+                "not_found",
+                f"{label}template instance {spec.template_instance_id} not found",
+                "not_found",
+            )
+        template = await owned_template(session, user.id, instance.template_id, label)
+        defaults = list(instance.customization_map or [])
+    else:
+        assert spec.template_id is not None
+        template = await owned_template(session, user.id, spec.template_id, label)
+    model = stored_template_model(template, label)
+
+    # Instance defaults first: later entries win when the renderer applies them.
+    raw_entries = [*defaults, *spec.customization_map]
+    try:
+        entries = validate_customizations(
+            model, raw_entries, lottie_text_layers=lottie_text_layers(template)
+        )
+    except InvalidCustomization as err:
+        detail = str(err)
+        if defaults:
+            detail += (
+                f" (entries 0..{len(defaults) - 1} are the template instance's defaults; "
+                f"yours start at {len(defaults)})"
+            )
+        raise bad_request(f"{label}{detail}", "invalid_customization") from None
+    await check_assets(session, user.id, model, entries, label)
+
+    if spec.encoder_config is None:
+        raise bad_request(f"{label}encoderConfig is required (at least its bitrate)")
+    if spec.encoder_config.get("bitrate") is None:
+        raise bad_request(
+            f"{label}encoderConfig.bitrate is required (bits per second, e.g. 5000000)",
+            "invalid_encoder_config",
+        )
+    try:
+        config = EncoderConfig.parse(spec.encoder_config)
+        width, height = config.output_size(model.width, model.height)
+        config.validate_combination(width, height, config.output_fps(model.fps_fraction))
+        # A larger res scales every layer's box: the same ceilings as at upload, at this size.
+        check_layer_sizes(model, width, height)
+        f_start, f_end = resolve_frame_range(spec.f_start, spec.f_end, model.frames)
+    except LayerTooLarge as err:
+        raise bad_request(f"{label}encoderConfig.res: {err}", "invalid_encoder_config") from None
+    except InvalidEncoderConfig as err:
+        raise bad_request(f"{label}{err}", "invalid_encoder_config") from None
+    except InvalidFrameRange as err:
+        raise bad_request(f"{label}{err}", "invalid_frame_range") from None
+
+    if spec.audio_id is not None:
+        await _check_audio(session, user.id, spec.audio_id, instance, label)
+
+    frames, ms, nbytes = estimate(model, config, f_start, f_end)
+    request: dict[str, Any] = {
+        "customizationMap": [
+            e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in entries
+        ],
+        "encoderConfig": config.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "jobInfo": {"fStart": f_start, "fEnd": f_end},
+    }
+    if not spec.cache:
+        request["cache"] = False
+    return _Prepared(spec, template, instance, request, frames, ms, nbytes)
+
+
+async def _check_audio(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    audio_id: uuid.UUID,
+    instance: TemplateInstance | None,
+    label: str,
+) -> None:
+    audio = await session.scalar(
+        sa.select(Audio).where(Audio.id == audio_id, Audio.user_id == user_id)
+    )
+    if audio is None or audio.status == JobStatus.Deleted:
+        raise bad_request(f"{label}audio {audio_id} not found", "invalid_audio")
+    if audio.status != JobStatus.Completed:
+        raise bad_request(
+            f"{label}audio {audio_id} is {audio.status.value}, not completed; wait for "
+            "GET /audio/{id}/status to say completed",
+            "invalid_audio",
+        )
+    if instance is not None:
+        linked = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(CampaignAudioGroup)
+            .where(
+                CampaignAudioGroup.campaign_id == instance.campaign_id,
+                CampaignAudioGroup.group_id == audio.group_id,
+            )
+        )
+        if not linked:
+            raise bad_request(
+                f"{label}audio {audio_id} belongs to audio group {audio.group_id}, which is "
+                f"not linked to campaign {instance.campaign_id}; link it with "
+                "POST /campaign/{campaignId}/audio-groups/{groupId}",
+                "invalid_audio",
+            )
+
+
+def concurrency_limit(user: User, settings: Settings) -> int:
+    """The account's cap on pending + processing renders."""
+    if user.max_concurrent_renders is not None:
+        return user.max_concurrent_renders
+    return settings.max_concurrent_renders
+
+
+async def count_active(session: AsyncSession, user_id: uuid.UUID) -> int:
+    """Pending, processing and cancelling renders of the account."""
+    return int(
+        await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Render)
+            .where(Render.user_id == user_id, Render.status.in_(ACTIVE))
+        )
+        or 0
+    )
+
+
+async def check_webhook_url(
+    url: str,
+    settings: Settings,
+    label: str = "",
+    resolver: webhooks.Resolver = webhooks.resolve_host,
+) -> None:
+    """Refuse a ``webhookUrl`` that is not an http(s) URL of a public host (resolved now;
+    delivery checks it again).
+
+    Raises:
+        RenderRefused: ``bad_request`` naming the URL and why (``invalid_webhook_url``).
+    """
+    check = webhooks.check_target
+    try:
+        await asyncio.wait_for(
+            asyncio.to_thread(
+                check, url, allow_private=settings.webhook_allow_private, resolver=resolver
+            ),
+            WEBHOOK_RESOLVE_TIMEOUT_S,
+        )
+    except webhooks.UnsafeWebhookTarget as err:
+        raise bad_request(
+            f"{label}webhookUrl {url!r} is refused: {err.reason}; webhooks go to public "
+            "http(s) hosts only",
+            "invalid_webhook_url",
+        ) from None
+    except TimeoutError:
+        raise bad_request(
+            f"{label}webhookUrl {url!r} is refused: its host did not resolve within "
+            f"{WEBHOOK_RESOLVE_TIMEOUT_S:g} s",
+            "invalid_webhook_url",
+        ) from None
+
+
+async def submit_renders(
+    session: AsyncSession, settings: Settings, user: User, specs: Sequence[RenderSpec]
+) -> list[Render]:
+    """Validate every spec, then reserve budget and storage and insert them all, or none.
+
+    The account row is locked first (``budget.lock_account``), so the concurrency count and
+    the inserts cannot interleave with another submission for the same account.
+
+    Raises:
+        RenderRefused: ``bad_request`` (400, naming the item and entry), ``not_found``,
+            ``payment_required`` (402, render-time budget), ``too_many`` (429); a webhook URL
+            that is not public is a ``bad_request`` naming it.
+    """
+    if not specs:
+        raise bad_request("items must hold at least one render request")
+    if len(specs) > MAX_BATCH:
+        raise bad_request(f"at most {MAX_BATCH} renders per batch, got {len(specs)}")
+    batch = len(specs) > 1
+    checked: set[str] = set()
+    for i, spec in enumerate(specs):
+        if spec.webhook_url is not None and spec.webhook_url not in checked:
+            await check_webhook_url(spec.webhook_url, settings, f"items[{i}]: " if batch else "")
+            checked.add(spec.webhook_url)
+    prepared = [
+        await _prepare(session, user, spec, f"items[{i}]: " if batch else "")
+        for i, spec in enumerate(specs)
+    ]
+
+    await budget.lock_account(session, user.id)
+    total_ms = sum(p.estimate_ms for p in prepared)
+    if not await budget.reserve_render_time(session, user.id, total_ms):
+        status = await budget.budget_status(session, user.id)
+        raise RenderRefused(
+            "payment_required",
+            f"insufficient render time budget: this request needs about {total_ms} ms, "
+            f"{status.remaining_ms} ms of {status.total_ms} ms remain",
+            "insufficient_render_budget",
+        )
+    total_bytes = sum(p.estimate_bytes for p in prepared)
+    if not await quota.reserve_storage(session, user.id, total_bytes):
+        raise bad_request(
+            f"storage quota exceeded: the output needs about {total_bytes} bytes; delete "
+            "renders or templates, or lower encoderConfig.bitrate",
+            "storage_quota_exceeded",
+        )
+    # A request (a batch as a whole) is admitted while the account has a free slot; a batch
+    # larger than the free slots is queued whole and its renders wait their turn as pending,
+    # as Creatomate and Shotstack queue beyond their concurrency. Once the pending and
+    # processing renders reach the limit, new requests get 429 until one finishes.
+    limit = concurrency_limit(user, settings)
+    active = await count_active(session, user.id)
+    if active >= limit:
+        raise RenderRefused(
+            "too_many",
+            f"Maximum concurrent renders reached: {active} renders of this account are "
+            f"pending, processing or cancelling and the limit is {limit}; retry when one "
+            "finishes (GET /render/active lists them)",
+            "too_many_renders",
+        )
+
+    renders: list[Render] = []
+    for p in prepared:
+        render = Render(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            template_id=p.template.id,
+            template_name=p.template.name,
+            campaign_id=p.instance.campaign_id if p.instance else None,
+            template_instance_id=p.instance.id if p.instance else None,
+            template_instance_name=p.instance.name if p.instance else None,
+            audio_id=p.spec.audio_id,
+            name=p.spec.name,
+            status=JobStatus.Pending,
+            request=p.request,
+            progress=0,
+            frames_done=0,
+            frames_total=p.frames_total,
+            reserved_render_ms=p.estimate_ms,
+            reserved_storage_bytes=p.estimate_bytes,
+            render_time_ms=0,
+            attempts=0,
+            webhook_url=p.spec.webhook_url,
+            created_at=utcnow(),
+        )
+        session.add(render)
+        renders.append(render)
+    await session.flush()
+    for render in renders:
+        enqueue(session, RENDER_ACTOR, render.id)
+    return renders

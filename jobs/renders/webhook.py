@@ -1,0 +1,108 @@
+"""Signed webhook delivery of a render's terminal state (the ``deliver_render_webhook``
+actor); signing and posting live in ``jobs.webhooks``."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import dramatiq
+import sqlalchemy as sa
+
+from jobs.actors import current_settings, run_job
+from jobs.db import Database
+from jobs.models.account import User
+from jobs.models.render import Render
+from jobs.renders.base import (
+    TERMINAL,
+    WEBHOOK_ACTOR,
+)
+from jobs.webhooks import (
+    UnsafeWebhookTarget,
+    WebhookDeliveryError,
+    post_signed,
+    render_event_body,
+)
+
+log = logging.getLogger(__name__)
+
+
+async def _webhook_payload(
+    db: Database, render_id: uuid.UUID
+) -> tuple[str, bytes, str, str] | None:
+    async with db.session() as s:
+        row = await s.scalar(sa.select(Render).where(Render.id == render_id))
+        if row is None or not row.webhook_url or row.webhook_delivered_at is not None:
+            return None
+        if row.status not in TERMINAL:
+            return None
+        secret = await s.scalar(sa.select(User.webhook_secret).where(User.id == row.user_id))
+        body = render_event_body(
+            render_id=str(row.id),
+            name=row.name,
+            status=row.status.value,
+            template_id=str(row.template_id) if row.template_id else None,
+            reason=row.reason,
+            failure_code=row.failure_code,
+            size_bytes=row.size_bytes,
+            render_time_ms=row.render_time_ms,
+            completed_at=row.completed_at,
+        )
+        return row.webhook_url, body, secret or "", f"render.{row.status.value}"
+
+
+async def _mark_delivered(db: Database, render_id: uuid.UUID) -> None:
+    from jobs.models.base import utcnow
+
+    async with db.session() as s:
+        await s.execute(
+            sa.update(Render)
+            .where(Render.id == render_id, Render.webhook_delivered_at.is_(None))
+            .values(webhook_delivered_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+@dramatiq.actor(
+    actor_name=WEBHOOK_ACTOR,
+    queue_name="renders",
+    max_retries=8,
+    min_backoff=500,
+    max_backoff=5 * 60_000,
+    time_limit=60_000,
+)
+def deliver_render_webhook(render_id: str) -> None:
+    """POST the signed terminal-state event of a render to its ``webhookUrl``.
+
+    Raises:
+        WebhookDeliveryError: non-2xx or unreachable; dramatiq retries with back-off.
+    """
+    settings = current_settings()
+    rid = uuid.UUID(render_id)
+    payload = run_job(lambda db: _webhook_payload(db, rid))
+    if payload is None:
+        return
+    url, body, secret, event = payload
+    try:
+        post_signed(
+            url,
+            body,
+            secret,
+            event=event,
+            timeout_s=settings.webhook_timeout_s,
+            allow_private=settings.webhook_allow_private,
+        )
+    except UnsafeWebhookTarget as exc:
+        # Checked at submission, so the name now resolves inward (DNS rebinding, or a
+        # record changed since): never retried, never sent.
+        log.warning("webhook for render %s not sent: %s", render_id, exc)
+        return
+    except WebhookDeliveryError:
+        log.warning("webhook for render %s not delivered; will retry", render_id)
+        raise
+    run_job(lambda db: _mark_delivered(db, rid))
+
+
+__all__ = [
+    "deliver_render_webhook",
+]
