@@ -207,7 +207,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run dramatiq worker threads against the configured Redis broker until signalled."""
     from api.app import build_service
-    from jobs.broker import ALL_QUEUES
+    from jobs.queues import ALL_QUEUES
     from jobs.recovery import recover
 
     overrides: dict[str, Any] = {}

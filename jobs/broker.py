@@ -15,17 +15,8 @@ import dramatiq.broker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
+from jobs.queues import ACTOR_MODULES, ALL_QUEUES
 from jobs.settings import Settings
-
-LIBRARY_QUEUE = "library"
-RENDERS_QUEUE = "renders"
-ALL_QUEUES = (LIBRARY_QUEUE, RENDERS_QUEUE)
-ACTOR_MODULES = (
-    "jobs.actors.library",
-    "jobs.renders.single",
-    "jobs.renders.chunked",
-    "jobs.renders.webhook",
-)
 
 
 def setup_broker(settings: Settings) -> dramatiq.Broker:

@@ -17,10 +17,10 @@ from typing import Any
 import dramatiq
 import sqlalchemy as sa
 
-from jobs.actors import ASSET_ACTOR, AUDIO_ACTOR, TEMPLATE_ACTOR
 from jobs.db import Database
 from jobs.messages import enqueue
 from jobs.models import Asset, Audio, AudioJob, JobStatus, Template, TemplateJob, utcnow
+from jobs.queues import ASSET_ACTOR, AUDIO_ACTOR, TEMPLATE_ACTOR
 from jobs.storage import Storage
 
 log = logging.getLogger(__name__)

@@ -24,14 +24,19 @@ import dramatiq
 import sqlalchemy as sa
 from dramatiq.common import dq_name
 
-from jobs.actors import ASSET_ACTOR, AUDIO_ACTOR, TEMPLATE_ACTOR
-from jobs.broker import LIBRARY_QUEUE, RENDERS_QUEUE
 from jobs.db import Database, updated_one
 from jobs.messages import enqueue
 from jobs.models import Asset, Audio, AudioJob, JobStatus, Template, TemplateJob, utcnow
 from jobs.models.render import Render
+from jobs.queues import (
+    ASSET_ACTOR,
+    AUDIO_ACTOR,
+    LIBRARY_QUEUE,
+    RENDER_ACTOR,
+    RENDERS_QUEUE,
+    TEMPLATE_ACTOR,
+)
 from jobs.recovery import back_to_pending
-from jobs.renders.base import RENDER_ACTOR
 from jobs.renders.lifecycle import finish_unsuccessful
 from jobs.settings import Settings
 

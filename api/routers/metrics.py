@@ -16,7 +16,8 @@ import anyio
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, Histogram, generate_latest
 
-from jobs.broker import ALL_QUEUES, queue_depth
+from jobs.broker import queue_depth
+from jobs.queues import ALL_QUEUES
 from jobs.store import job_stats
 
 router = APIRouter(tags=["health"])

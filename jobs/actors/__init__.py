@@ -7,7 +7,7 @@ it commits, and sends the outbox after the commit. Worker-thread engines use a N
 connection is shared between event loops.
 
 The composition root calls ``configure(settings)`` before workers start; the actor modules
-themselves (``jobs.broker.ACTOR_MODULES``) are imported by
+themselves (``jobs.queues.ACTOR_MODULES``) are imported by
 ``jobs.broker.setup_broker`` once the broker exists.
 """
 
@@ -26,11 +26,6 @@ from jobs.settings import Settings
 from jobs.storage import Storage
 
 T = TypeVar("T")
-
-# Actor names, importable without declaring the actors (messages name actors by string).
-TEMPLATE_ACTOR = "process_template"
-AUDIO_ACTOR = "process_audio"
-ASSET_ACTOR = "process_asset"
 
 
 @dataclass

@@ -22,13 +22,12 @@ from collections.abc import Callable
 from typing import Any
 
 from jobs.faults import is_disk_full
+from jobs.queues import CHILD_PRELOAD
 from jobs.renders.attempt import Control
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
-# Imported once by the forkserver, so each child starts with them (and the work functions).
-_PRELOAD = ["jobs.renders.single", "jobs.renders.chunked", "renderer.render", "av"]
 _ctx_lock = threading.Lock()
 _ctx: list[Any] = []
 
@@ -41,7 +40,7 @@ def _context() -> Any:
     with _ctx_lock:
         if not _ctx:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(_PRELOAD)
+            ctx.set_forkserver_preload(list(CHILD_PRELOAD))
             _ctx.append(ctx)
         return _ctx[0]
 

@@ -24,11 +24,11 @@ import sqlalchemy as sa
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs.actors import ASSET_ACTOR, AUDIO_ACTOR, TEMPLATE_ACTOR, current_storage, run_job
-from jobs.broker import LIBRARY_QUEUE
+from jobs.actors import current_storage, run_job
 from jobs.db import Database, updated_one
 from jobs.faults import STORAGE_FULL, is_disk_full
 from jobs.models import Asset, Audio, AudioJob, JobStatus, Template, TemplateJob, utcnow
+from jobs.queues import ASSET_ACTOR, AUDIO_ACTOR, LIBRARY_QUEUE, TEMPLATE_ACTOR
 from jobs.quota import release_storage, reserve_storage, settle_storage
 from jobs.storage import Storage
 

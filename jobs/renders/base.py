@@ -1,4 +1,4 @@
-"""What the render store modules share: actor names, status groups, the refusal the API
+"""What the render store modules share: status groups, the refusal the API
 maps to a status code, and the compare-and-set update.
 
 Store functions only flush; the edge that owns the session commits (``api.deps`` for
@@ -19,10 +19,6 @@ from jobs.db import updated_one
 from jobs.models.base import ACTIVE_STATUSES, JobStatus
 from jobs.models.render import Render, RenderChunk
 
-RENDER_ACTOR = "render"
-WEBHOOK_ACTOR = "deliver_render_webhook"
-CHUNK_ACTOR = "render_chunk"
-FINALIZE_ACTOR = "finalize_render"
 # lease_owner of a render whose chunks are out with workers (each chunk holds its own lease).
 CHUNKED = "chunked"
 MAX_ATTEMPTS = 3

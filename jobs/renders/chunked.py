@@ -26,6 +26,7 @@ from jobs.actors import current_settings, current_storage, run_job
 from jobs.db import Database
 from jobs.models.base import JobStatus
 from jobs.models.render import Render, RenderChunk
+from jobs.queues import CHUNK_ACTOR, FINALIZE_ACTOR, RENDERS_QUEUE
 from jobs.renders import chunks as chunk_store
 from jobs.renders.attempt import (
     BUDGET_REASON,
@@ -37,8 +38,6 @@ from jobs.renders.attempt import (
     quota_reason,
 )
 from jobs.renders.base import (
-    CHUNK_ACTOR,
-    FINALIZE_ACTOR,
     RUNNING,
 )
 from jobs.renders.lifecycle import Beat
@@ -241,7 +240,7 @@ async def _chunk_job(
 
 @dramatiq.actor(
     actor_name=CHUNK_ACTOR,
-    queue_name="renders",
+    queue_name=RENDERS_QUEUE,
     max_retries=3,
     min_backoff=1000,
     max_backoff=30_000,
@@ -331,7 +330,7 @@ async def _finalize_job(
 
 @dramatiq.actor(
     actor_name=FINALIZE_ACTOR,
-    queue_name="renders",
+    queue_name=RENDERS_QUEUE,
     max_retries=3,
     min_backoff=1000,
     max_backoff=30_000,

@@ -23,10 +23,9 @@ from jobs.db import updated_one
 from jobs.messages import enqueue
 from jobs.models.base import JobStatus, utcnow
 from jobs.models.render import Render, RenderChunk
+from jobs.queues import CHUNK_ACTOR, FINALIZE_ACTOR
 from jobs.renders.base import (
-    CHUNK_ACTOR,
     CHUNKED,
-    FINALIZE_ACTOR,
     RUNNING,
     compare_and_set,
 )

@@ -17,11 +17,10 @@ from jobs.faults import STORAGE_FULL
 from jobs.messages import enqueue
 from jobs.models.base import JobStatus, utcnow
 from jobs.models.render import Render, RenderChunk
+from jobs.queues import FINALIZE_ACTOR, WEBHOOK_ACTOR
 from jobs.renders.base import (
     ACTIVE,
-    FINALIZE_ACTOR,
     RUNNING,
-    WEBHOOK_ACTOR,
     RenderRefused,
     bad_request,
     compare_and_set,

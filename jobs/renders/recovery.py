@@ -14,12 +14,10 @@ from jobs.db import updated_one
 from jobs.messages import enqueue
 from jobs.models.base import JobStatus, utcnow
 from jobs.models.render import Render, RenderChunk
+from jobs.queues import CHUNK_ACTOR, FINALIZE_ACTOR, RENDER_ACTOR
 from jobs.renders.base import (
-    CHUNK_ACTOR,
     CHUNKED,
-    FINALIZE_ACTOR,
     MAX_ATTEMPTS,
-    RENDER_ACTOR,
     RUNNING,
 )
 from jobs.renders.chunks import end_chunk, lock_render, sync_progress

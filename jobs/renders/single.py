@@ -37,6 +37,7 @@ from jobs.logs import bind
 from jobs.models.base import JobStatus
 from jobs.models.library import Asset, Audio, Template
 from jobs.models.render import Render
+from jobs.queues import RENDER_ACTOR, RENDERS_QUEUE
 from jobs.renders import chunks as chunk_store
 from jobs.renders import lifecycle
 from jobs.renders.attempt import (
@@ -47,9 +48,6 @@ from jobs.renders.attempt import (
     InputError,
     Limits,
     quota_reason,
-)
-from jobs.renders.base import (
-    RENDER_ACTOR,
 )
 from jobs.renders.lifecycle import Beat
 from jobs.settings import Settings
@@ -466,7 +464,7 @@ async def _run_claimed(  # noqa: PLR0917 - the claimed render and the job's cont
 
 @dramatiq.actor(
     actor_name=RENDER_ACTOR,
-    queue_name="renders",
+    queue_name=RENDERS_QUEUE,
     max_retries=3,
     min_backoff=1000,
     max_backoff=30_000,

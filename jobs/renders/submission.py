@@ -20,9 +20,9 @@ from jobs.models.account import User
 from jobs.models.base import JobStatus, utcnow
 from jobs.models.library import Asset, Audio, Template
 from jobs.models.render import CampaignAudioGroup, Render, TemplateInstance
+from jobs.queues import RENDER_ACTOR
 from jobs.renders.base import (
     ACTIVE,
-    RENDER_ACTOR,
     RenderRefused,
     bad_request,
 )

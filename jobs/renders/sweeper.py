@@ -16,10 +16,8 @@ from jobs.actors import current_settings
 from jobs.db import Database, create_database
 from jobs.faults import is_unavailable
 from jobs.models.base import JobStatus
+from jobs.queues import RENDER_ACTOR
 from jobs.renders import recovery as recovery_store
-from jobs.renders.base import (
-    RENDER_ACTOR,
-)
 from jobs.renders.chunked import remove_chunk_outputs
 from jobs.renders.single import remove_partial_outputs
 from jobs.resend import expire_pending_renders, resend_stale

@@ -13,9 +13,9 @@ from jobs.actors import current_settings, run_job
 from jobs.db import Database
 from jobs.models.account import User
 from jobs.models.render import Render
+from jobs.queues import RENDERS_QUEUE, WEBHOOK_ACTOR
 from jobs.renders.base import (
     TERMINAL,
-    WEBHOOK_ACTOR,
 )
 from jobs.webhooks import (
     UnsafeWebhookTarget,
@@ -65,7 +65,7 @@ async def _mark_delivered(db: Database, render_id: uuid.UUID) -> None:
 
 @dramatiq.actor(
     actor_name=WEBHOOK_ACTOR,
-    queue_name="renders",
+    queue_name=RENDERS_QUEUE,
     max_retries=8,
     min_backoff=500,
     max_backoff=5 * 60_000,

@@ -10,14 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.models import Asset, AudioJob, JobStatus, TemplateJob, utcnow
 from jobs.models.render import Render, RenderChunk
+from jobs.queues import LIBRARY_QUEUE, RENDERS_QUEUE
 
 # kind -> (model, queue)
 KINDS: dict[str, tuple[type[object], str]] = {
-    "render": (Render, "renders"),
-    "chunk": (RenderChunk, "renders"),
-    "template": (TemplateJob, "library"),
-    "audio": (AudioJob, "library"),
-    "asset": (Asset, "library"),
+    "render": (Render, RENDERS_QUEUE),
+    "chunk": (RenderChunk, RENDERS_QUEUE),
+    "template": (TemplateJob, LIBRARY_QUEUE),
+    "audio": (AudioJob, LIBRARY_QUEUE),
+    "asset": (Asset, LIBRARY_QUEUE),
 }
 
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from jobs.queues import LIBRARY_QUEUE
 from jobs.settings import Settings
 from tests.servers import (  # noqa: F401 (fixtures re-exported for this package)
     clean_redis,
@@ -83,7 +84,7 @@ class Embedded:
                 )
             return (await issue_key(s, user.id)).key
 
-    async def drain(self, queue: str = "library") -> None:
+    async def drain(self, queue: str = LIBRARY_QUEUE) -> None:
         """Wait until every message of ``queue`` has been processed."""
         join = functools.partial(self.service.broker.join, queue, timeout=180_000)
         await anyio.to_thread.run_sync(join)

@@ -350,6 +350,7 @@ def test_sweeper_resends_lost_library_and_render_messages_once(
     from jobs.models import Asset, JobStatus
     from jobs.models.base import utcnow
     from jobs.models.render import Render
+    from jobs.queues import LIBRARY_QUEUE, RENDERS_QUEUE
     from jobs.resend import queued_ids, resend_stale
     from tests.integration.test_render_support import RenderEnv
 
@@ -384,11 +385,11 @@ def test_sweeper_resends_lost_library_and_render_messages_once(
         broker.flush_all()  # as a Redis restart without persistence would
 
     run(lose_messages())
-    assert queued_ids(broker, "renders") == set() and queued_ids(broker, "library") == set()
+    assert queued_ids(broker, RENDERS_QUEUE) == set() and queued_ids(broker, LIBRARY_QUEUE) == set()
     sent = run(resend_stale(env.db, broker, env.settings))
     assert sent == {"renders": 1, "templates": 0, "audio": 0, "assets": 1}
-    assert queued_ids(broker, "renders") == {rid}
-    assert queued_ids(broker, "library") == {str(asset_id)}
+    assert queued_ids(broker, RENDERS_QUEUE) == {rid}
+    assert queued_ids(broker, LIBRARY_QUEUE) == {str(asset_id)}
 
     async def backdate_again() -> None:
         async with env.db.session() as s:
