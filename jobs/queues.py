@@ -26,15 +26,10 @@ WEBHOOK_ACTOR = "deliver_render_webhook"
 
 # Imported by ``jobs.broker.setup_broker`` once the broker exists (declaring an actor binds
 # it to the global broker).
-ACTOR_MODULES = (
-    "jobs.actors.library",
-    "jobs.renders.single",
-    "jobs.renders.chunked",
-    "jobs.renders.webhook",
-)
+ACTOR_MODULES = ("jobs.actors.library", "jobs.renders.actors")
 
 # Imported once by the render child processes' forkserver, so each child starts with the
-# renderer and the work functions an attempt sends it.
+# renderer and the modules of the work functions an attempt sends it (none declares actors).
 CHILD_PRELOAD = ("jobs.renders.single", "jobs.renders.chunked", "renderer.render", "av")
 
 __all__ = [

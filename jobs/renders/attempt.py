@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +52,13 @@ QUOTA_CODE = "storage_quota_exceeded"
 MAX_TICK_S = 0.5
 
 T = TypeVar("T")
+
+
+def owner_token() -> str:
+    """A lease owner naming this worker thread (host, process, thread) and this attempt."""
+    return (
+        f"{socket.gethostname()[:60]}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+    )
 
 
 def quota_reason(limit_bytes: int) -> str:
@@ -310,5 +321,6 @@ __all__ = [
     "Control",
     "InputError",
     "Limits",
+    "owner_token",
     "quota_reason",
 ]

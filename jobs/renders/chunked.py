@@ -1,4 +1,6 @@
-"""Chunked renders (SPEC §7): the ``render_chunk`` and ``finalize_render`` actors.
+"""Chunked renders (SPEC §7): one attempt at a chunk (``chunk_job``) and the join of a
+long render's chunks (``finalize_job``), which the ``render_chunk`` and ``finalize_render``
+actors in ``jobs.renders.actors`` call.
 
 The worker that claims a long render creates GOP-aligned chunks and queues one
 ``render_chunk`` message each; any worker renders a chunk video-only under its own lease,
@@ -18,15 +20,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import dramatiq
 import sqlalchemy as sa
 
 from jobs import budget, quota
-from jobs.actors import current_settings, current_storage, run_job
 from jobs.db import Database
 from jobs.models.base import JobStatus
 from jobs.models.render import Render, RenderChunk
-from jobs.queues import CHUNK_ACTOR, FINALIZE_ACTOR, RENDERS_QUEUE
 from jobs.renders import chunks as chunk_store
 from jobs.renders.attempt import (
     BUDGET_REASON,
@@ -35,24 +34,17 @@ from jobs.renders.attempt import (
     Control,
     InputError,
     Limits,
+    owner_token,
     quota_reason,
 )
 from jobs.renders.base import (
     RUNNING,
 )
+from jobs.renders.inputs import Inputs, Work, render_video, resolve_inputs
 from jobs.renders.lifecycle import Beat
-from jobs.renders.single import (
-    RENDER_TIME_LIMIT_MS,
-    Work,
-    _Inputs,
-    _owner_token,
-    _resolve_inputs,
-    _Run,
-    render_video,
-)
+from jobs.renders.single import RenderRun
 from jobs.settings import Settings
 from jobs.storage import Storage
-from renderer.errors import RendererError
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +75,7 @@ def remove_chunk_outputs(
 
 
 def _run_chunk(
-    inputs: _Inputs, rng: tuple[int, int], out: Path, preference: str, control: Control
+    inputs: Inputs, rng: tuple[int, int], out: Path, preference: str, control: Control
 ) -> Any:
     from renderer.template.loader import load_template
 
@@ -168,11 +160,11 @@ class _ChunkRun(Attempt):
         if ok:
             log.info("%s %s: %s", self.label, status.value, reason)
 
-    async def _inputs(self) -> _Inputs:
+    async def _inputs(self) -> Inputs:
         async with self.db.session() as s:
             parent = await chunk_store.fresh_render(s, self.chunk.render_id)
         assert parent is not None
-        return await _resolve_inputs(self.db, self.storage, parent, self.settings)
+        return await resolve_inputs(self.db, self.storage, parent, self.settings)
 
     async def run(self) -> None:
         chunk = self.chunk
@@ -222,14 +214,16 @@ class _ChunkRun(Attempt):
             log.warning("%s: no longer ours on completion; output dropped", self.label)
 
 
-async def _chunk_job(
+async def chunk_job(
     db: Database,
     settings: Settings,
     storage: Storage,
     chunk_id: uuid.UUID,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    owner = _owner_token()
+    """Claim chunk ``chunk_id`` and render it; a chunk that is not pending, or whose render
+    stopped, makes this a no-op."""
+    owner = owner_token()
     async with db.session() as s:
         chunk = await chunk_store.claim_chunk(s, chunk_id, owner, settings.lease_seconds)
     if chunk is None:
@@ -238,26 +232,8 @@ async def _chunk_job(
     await _ChunkRun(db, settings, storage, chunk, owner, clock).run()
 
 
-@dramatiq.actor(
-    actor_name=CHUNK_ACTOR,
-    queue_name=RENDERS_QUEUE,
-    max_retries=3,
-    min_backoff=1000,
-    max_backoff=30_000,
-    time_limit=RENDER_TIME_LIMIT_MS,
-    throws=(RendererError,),
-)
-def render_chunk(chunk_id: str) -> None:
-    """Render one chunk of a long render by id (video only). Idempotent: only a pending
-    chunk of a render still processing is claimed."""
-    settings = current_settings()
-    storage = current_storage()
-    cid = uuid.UUID(chunk_id)
-    run_job(lambda db: _chunk_job(db, settings, storage, cid))
-
-
 def _join_work(paths: Sequence[Path], encoder_used: str, cached_frames: int) -> Work:
-    def work(inputs: _Inputs, out: Path, _preference: str, control: Control) -> Any:
+    def work(inputs: Inputs, out: Path, _preference: str, control: Control) -> Any:
         import tempfile
 
         from renderer.encode.concat import ChunkMismatch, concat_chunks, finalize
@@ -294,10 +270,12 @@ def _join_work(paths: Sequence[Path], encoder_used: str, cached_frames: int) -> 
     return work
 
 
-async def _finalize_job(
+async def finalize_job(
     db: Database, settings: Settings, storage: Storage, render_id: uuid.UUID
 ) -> None:
-    owner = _owner_token()
+    """Join the chunks of render ``render_id`` once all are completed, settle a cancel once
+    none runs, or remove the chunk files of a finished render; otherwise a no-op."""
+    owner = owner_token()
     async with db.session() as s:
         step, render, chunks = await chunk_store.begin_finalize(
             s, render_id, owner, settings.lease_seconds
@@ -311,7 +289,7 @@ async def _finalize_job(
         return
     paths = [storage.abs(c.output_path or "") for c in chunks]
     encoder_used = chunks[0].encoder_used or ""
-    run = _Run(
+    run = RenderRun(
         db,
         settings,
         storage,
@@ -328,28 +306,9 @@ async def _finalize_job(
             remove_chunk_outputs(storage, render_id)
 
 
-@dramatiq.actor(
-    actor_name=FINALIZE_ACTOR,
-    queue_name=RENDERS_QUEUE,
-    max_retries=3,
-    min_backoff=1000,
-    max_backoff=30_000,
-    time_limit=RENDER_TIME_LIMIT_MS,
-    throws=(RendererError,),
-)
-def finalize_render(render_id: str) -> None:
-    """Move a chunked render on: join its completed chunks (mixing the audio once and
-    muxing), settle a cancel once no chunk runs, or remove the chunk files of a finished
-    render. Idempotent: whatever is not ready is left for the next message."""
-    settings = current_settings()
-    storage = current_storage()
-    rid = uuid.UUID(render_id)
-    run_job(lambda db: _finalize_job(db, settings, storage, rid))
-
-
 __all__ = [
+    "chunk_job",
     "chunk_output",
-    "finalize_render",
+    "finalize_job",
     "remove_chunk_outputs",
-    "render_chunk",
 ]

@@ -1,4 +1,5 @@
-"""The render actor: claim, lease heartbeat, cancellation, budget charging, completion.
+"""One attempt at a whole render: claim, lease heartbeat, cancellation, budget charging,
+completion (the ``render`` actor in ``jobs.renders.actors`` calls ``render_job``).
 
 One render runs like this on a worker thread: a compare-and-set claims it (a worker that
 loses the race drops the message); the renderer runs under the heartbeat of
@@ -16,28 +17,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dramatiq
 import sqlalchemy as sa
 
 from jobs import budget, metrics, quota
-from jobs.actors import current_settings, current_storage, run_job
 from jobs.db import Database
 from jobs.faults import is_unavailable
 from jobs.logs import bind
 from jobs.models.base import JobStatus
-from jobs.models.library import Asset, Audio, Template
 from jobs.models.render import Render
-from jobs.queues import RENDER_ACTOR, RENDERS_QUEUE
 from jobs.renders import chunks as chunk_store
 from jobs.renders import lifecycle
 from jobs.renders.attempt import (
@@ -45,18 +38,24 @@ from jobs.renders.attempt import (
     QUOTA_CODE,
     Attempt,
     Control,
-    InputError,
     Limits,
+    owner_token,
     quota_reason,
+)
+from jobs.renders.inputs import (
+    Inputs,
+    Work,
+    remove_partial_outputs,
+    render_video,
+    resolve_inputs,
+    tmp_output,
 )
 from jobs.renders.lifecycle import Beat
 from jobs.settings import Settings
 from jobs.storage import Storage
-from renderer.errors import RendererError
 
 log = logging.getLogger(__name__)
 
-RENDER_TIME_LIMIT_MS = 6 * 3600 * 1000
 # Completing a finished render is retried while the database is unavailable: first after
 # COMPLETE_RETRY_FIRST_S, doubling up to COMPLETE_RETRY_MAX_S, for at least
 # COMPLETE_RETRY_MIN_S (three leases when longer).
@@ -65,136 +64,7 @@ COMPLETE_RETRY_MAX_S = 1.0
 COMPLETE_RETRY_MIN_S = 60.0
 
 
-def _owner_token() -> str:
-    return (
-        f"{socket.gethostname()[:60]}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
-    )
-
-
-def tmp_output(storage: Storage, render_id: uuid.UUID, attempt: int) -> Path:
-    """Where attempt ``attempt`` of a render is written before it is moved into place."""
-    storage.ensure()
-    return storage.root / "tmp" / f"render-{render_id}-{attempt}.mp4"
-
-
-def remove_partial_outputs(storage: Storage, render_id: uuid.UUID, attempt: int) -> None:
-    """Delete what attempt ``attempt`` of ``render_id`` left under ``tmp/`` (a dead worker's
-    output and the renderer's scratch folder beside it)."""
-    tmp_dir = storage.root / "tmp"
-    if not tmp_dir.is_dir():
-        return
-    name = f"render-{render_id}-{attempt}.mp4"
-    (tmp_dir / name).unlink(missing_ok=True)
-    for path in tmp_dir.glob(f".{name}.*"):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
-@dataclass
-class _Inputs:
-    template_dir: Path
-    customizations: list[Any]
-    encoder: Any
-    frames: tuple[int, int]
-    extra_audio: Path | None
-    # Render in spans (renderer.segments), and where the span cache lives (None: this render
-    # opted out with "cache": false, so its static spans are rendered afresh).
-    segments: bool = False
-    cache_dir: Path | None = None
-    cache_bytes: int = 0
-
-
-async def _resolve_inputs(
-    db: Database, storage: Storage, render: Render, settings: Settings | None = None
-) -> _Inputs:
-    """Turn the stored request into local paths and validated values for the renderer."""
-    from renderer.encode.config import EncoderConfig
-    from renderer.template.model import CustomizationEntry
-
-    async with db.session() as s:
-        template = (
-            await s.scalar(sa.select(Template).where(Template.id == render.template_id))
-            if render.template_id
-            else None
-        )
-        if template is None or template.extracted_dir is None or template.deleted_at:
-            raise InputError("template_deleted", "The template was deleted before rendering")
-        entries: list[Any] = []
-        for index, raw in enumerate(render.request.get("customizationMap", [])):
-            data = dict(raw)
-            asset_id = data.get("assetId")
-            if asset_id:
-                asset = await s.scalar(
-                    sa.select(Asset).where(
-                        Asset.id == uuid.UUID(str(asset_id)),
-                        Asset.user_id == render.user_id,
-                        Asset.status == JobStatus.Completed,
-                    )
-                )
-                if asset is None:
-                    raise InputError(
-                        "invalid_customization",
-                        f"customizationMap[{index}]: asset {asset_id} was deleted before rendering",
-                    )
-                data["src"] = str(storage.abs(asset.path))
-            entries.append(CustomizationEntry.model_validate(data))
-        extra_audio: Path | None = None
-        if render.audio_id is not None:
-            audio = await s.scalar(
-                sa.select(Audio).where(
-                    Audio.id == render.audio_id, Audio.status == JobStatus.Completed
-                )
-            )
-            if audio is None:
-                raise InputError("invalid_audio", "The audio was deleted before rendering")
-            extra_audio = storage.abs(audio.path)
-        template_dir = storage.abs(template.extracted_dir)
-    job = render.request.get("jobInfo", {})
-    return _Inputs(
-        template_dir=template_dir,
-        customizations=entries,
-        encoder=EncoderConfig.parse(render.request.get("encoderConfig")),
-        frames=(int(job["fStart"]), int(job["fEnd"])),
-        extra_audio=extra_audio,
-        **_segment_options(settings, storage, render),
-    )
-
-
-def _segment_options(settings: Settings | None, storage: Storage, render: Render) -> dict[str, Any]:
-    """How the span cache applies to ``render``: off entirely with
-    ``VELOCITY_SEGMENT_CACHE_MB=0``; a request's ``"cache": false`` keeps the spans (so the
-    output is the same) but neither reads nor writes the cache."""
-    if settings is None or settings.segment_cache_mb <= 0:
-        return {}
-    root = settings.segment_cache_dir or storage.root / "segment-cache"
-    wanted = render.request.get("cache", True) is not False
-    return {
-        "segments": True,
-        "cache_dir": root if wanted else None,
-        "cache_bytes": settings.segment_cache_mb * 1024 * 1024,
-    }
-
-
-def render_video(inputs: _Inputs, loaded: Any, out: Path, **options: Any) -> Any:
-    """Render through the span cache when the inputs ask for it, else in one piece."""
-    if inputs.segments:
-        from renderer.segments import SpanCache, render_segmented
-
-        cache = SpanCache(inputs.cache_dir, inputs.cache_bytes) if inputs.cache_dir else None
-        return render_segmented(
-            loaded, out, cache=cache, customizations=inputs.customizations, **options
-        )
-    from renderer.render import render
-
-    return render(loaded, out, customizations=inputs.customizations, **options)
-
-
-Work = Callable[[_Inputs, Path, str, Control], Any]
-
-
-def _run_renderer(inputs: _Inputs, out: Path, preference: str, control: Control) -> Any:
+def _run_renderer(inputs: Inputs, out: Path, preference: str, control: Control) -> Any:
     from renderer.template.loader import load_template
 
     loaded = load_template(inputs.template_dir)
@@ -213,7 +83,7 @@ def _run_renderer(inputs: _Inputs, out: Path, preference: str, control: Control)
     )
 
 
-class _Run(Attempt):
+class RenderRun(Attempt):
     """One attempt at one render (whole, or the join of its chunks) by this worker thread."""
 
     def __init__(  # noqa: PLR0917 - the work function varies by kind of attempt
@@ -341,11 +211,11 @@ class _Run(Attempt):
             and self.out.exists()
         )
 
-    async def run(self, inputs: _Inputs | None = None) -> None:
+    async def run(self, inputs: Inputs | None = None) -> None:
         render = self.render
         if inputs is None:
             inputs = await self.prepare(
-                lambda: _resolve_inputs(self.db, self.storage, render, self.settings)
+                lambda: resolve_inputs(self.db, self.storage, render, self.settings)
             )
             if inputs is None:
                 return
@@ -385,7 +255,7 @@ class _Run(Attempt):
         await self.end(JobStatus.Cancelled, "Cancelled", None)
 
 
-def _output_frames(inputs: _Inputs, loaded: Any, rng: tuple[int, int]) -> int:
+def _output_frames(inputs: Inputs, loaded: Any, rng: tuple[int, int]) -> int:
     from renderer.encode.config import EncoderConfig
     from renderer.render import output_times
 
@@ -394,7 +264,7 @@ def _output_frames(inputs: _Inputs, loaded: Any, rng: tuple[int, int]) -> int:
     return len(output_times(rng[0], rng[1], fps_t, config.output_fps(fps_t))[1])
 
 
-async def _split(run: _Run, inputs: _Inputs) -> bool:
+async def _split(run: RenderRun, inputs: Inputs) -> bool:
     """Hand a claimed long render to its chunks. False when it fits in one chunk after all
     (the caller renders it in one piece); True when the chunks took over or the render was
     cancelled meanwhile."""
@@ -418,14 +288,16 @@ async def _split(run: _Run, inputs: _Inputs) -> bool:
     return True
 
 
-async def _render_job(
+async def render_job(
     db: Database,
     settings: Settings,
     storage: Storage,
     render_id: uuid.UUID,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    owner = _owner_token()
+    """Claim render ``render_id`` and run it (in one piece, or split into chunks); a render
+    that is not pending (finished, cancelled, claimed elsewhere) makes this a no-op."""
+    owner = owner_token()
     async with db.session() as s:
         render = await lifecycle.claim(s, render_id, owner, settings.lease_seconds)
     if render is None:
@@ -444,11 +316,11 @@ async def _run_claimed(  # noqa: PLR0917 - the claimed render and the job's cont
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
     log.info("render %s claimed by %s (attempt %d)", render.id, owner, render.attempts)
-    run = _Run(db, settings, storage, render, owner, clock=clock)
+    run = RenderRun(db, settings, storage, render, owner, clock=clock)
     if settings.chunk_frames and render.frames_total > settings.chunk_frames:
 
-        async def plan() -> tuple[_Inputs, bool]:
-            inputs = await _resolve_inputs(db, storage, render, settings)
+        async def plan() -> tuple[Inputs, bool]:
+            inputs = await resolve_inputs(db, storage, render, settings)
             return inputs, await _split(run, inputs)
 
         planned = await run.prepare(plan)
@@ -462,27 +334,7 @@ async def _run_claimed(  # noqa: PLR0917 - the claimed render and the job's cont
     await run.run()
 
 
-@dramatiq.actor(
-    actor_name=RENDER_ACTOR,
-    queue_name=RENDERS_QUEUE,
-    max_retries=3,
-    min_backoff=1000,
-    max_backoff=30_000,
-    time_limit=RENDER_TIME_LIMIT_MS,
-    throws=(RendererError,),
-)
-def render(render_id: str) -> None:
-    """Render one video by id. Idempotent: only a pending render is claimed; a finished,
-    cancelled or already-claimed render makes this a no-op."""
-    settings = current_settings()
-    storage = current_storage()
-    rid = uuid.UUID(render_id)
-    with bind(render_id=rid):
-        run_job(lambda db: _render_job(db, settings, storage, rid))
-
-
 __all__ = [
-    "remove_partial_outputs",
-    "render",
-    "tmp_output",
+    "RenderRun",
+    "render_job",
 ]

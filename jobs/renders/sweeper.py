@@ -19,7 +19,7 @@ from jobs.models.base import JobStatus
 from jobs.queues import RENDER_ACTOR
 from jobs.renders import recovery as recovery_store
 from jobs.renders.chunked import remove_chunk_outputs
-from jobs.renders.single import remove_partial_outputs
+from jobs.renders.inputs import remove_partial_outputs
 from jobs.resend import expire_pending_renders, resend_stale
 from jobs.settings import Settings
 from jobs.storage import Storage

@@ -1,22 +1,22 @@
-"""Signed webhook delivery of a render's terminal state (the ``deliver_render_webhook``
-actor); signing and posting live in ``jobs.webhooks``."""
+"""Signed webhook delivery of a render's terminal state (``deliver_webhook``, which the
+``deliver_render_webhook`` actor in ``jobs.renders.actors`` calls); signing and posting
+live in ``jobs.webhooks``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
-import dramatiq
 import sqlalchemy as sa
 
-from jobs.actors import current_settings, run_job
 from jobs.db import Database
 from jobs.models.account import User
 from jobs.models.render import Render
-from jobs.queues import RENDERS_QUEUE, WEBHOOK_ACTOR
 from jobs.renders.base import (
     TERMINAL,
 )
+from jobs.settings import Settings
 from jobs.webhooks import (
     UnsafeWebhookTarget,
     WebhookDeliveryError,
@@ -63,28 +63,20 @@ async def _mark_delivered(db: Database, render_id: uuid.UUID) -> None:
         )
 
 
-@dramatiq.actor(
-    actor_name=WEBHOOK_ACTOR,
-    queue_name=RENDERS_QUEUE,
-    max_retries=8,
-    min_backoff=500,
-    max_backoff=5 * 60_000,
-    time_limit=60_000,
-)
-def deliver_render_webhook(render_id: str) -> None:
-    """POST the signed terminal-state event of a render to its ``webhookUrl``.
+async def deliver_webhook(db: Database, settings: Settings, render_id: uuid.UUID) -> None:
+    """POST the signed terminal-state event of a render to its ``webhookUrl``, once: a
+    render without one, not finished yet or already delivered makes this a no-op.
 
     Raises:
-        WebhookDeliveryError: non-2xx or unreachable; dramatiq retries with back-off.
+        WebhookDeliveryError: non-2xx or unreachable; the actor retries with back-off.
     """
-    settings = current_settings()
-    rid = uuid.UUID(render_id)
-    payload = run_job(lambda db: _webhook_payload(db, rid))
+    payload = await _webhook_payload(db, render_id)
     if payload is None:
         return
     url, body, secret, event = payload
     try:
-        post_signed(
+        await asyncio.to_thread(
+            post_signed,
             url,
             body,
             secret,
@@ -100,9 +92,9 @@ def deliver_render_webhook(render_id: str) -> None:
     except WebhookDeliveryError:
         log.warning("webhook for render %s not delivered; will retry", render_id)
         raise
-    run_job(lambda db: _mark_delivered(db, rid))
+    await _mark_delivered(db, render_id)
 
 
 __all__ = [
-    "deliver_render_webhook",
+    "deliver_webhook",
 ]

@@ -606,7 +606,7 @@ def test_expired_lease_is_rendered_again_once(env: tuple[Env, Any]) -> None:
 def test_redelivered_finished_render_is_a_no_op(env: tuple[Env, Any]) -> None:
     """The broker may deliver a render's message again after it completed (a worker acked
     late, a sweeper re-queued it): running the actor again changes nothing."""
-    from jobs.renders.single import render as render_actor
+    from jobs.renders.actors import render as render_actor
 
     e, c = env
     uid, key = e.user("redelivered")

@@ -25,8 +25,8 @@ from jobs.db import Database
 from jobs.models import User
 from jobs.models.render import RenderChunk
 from jobs.renders.attempt import BUDGET_REASON
-from jobs.renders.chunked import _chunk_job, _finalize_job
-from jobs.renders.single import _render_job
+from jobs.renders.chunked import chunk_job, finalize_job
+from jobs.renders.single import render_job
 from tests.integration.test_render_support import (
     LiveServer,
     RenderEnv,
@@ -172,7 +172,7 @@ def test_quota_holds_on_both_databases(idle_env: tuple[RenderEnv, Any]) -> None:
     response = c.post("/render", json=render_body(tid, encoderConfig=QP0), headers=_h(key))
     assert response.status_code == 200, response.text
     rid = response.json()["renderId"]
-    run(_render_job(e.db, e.settings, e.storage, uuid.UUID(rid)))
+    run(render_job(e.db, e.settings, e.storage, uuid.UUID(rid)))
     status = wait_for(c, rid, key, {"completed", "failed", "cancelled"}, limit_s=10)
     _assert_quota_refusal(e, uid, status)
 
@@ -198,7 +198,7 @@ def _run_with_clock(e: RenderEnv, c: Any, key: str, tid: uuid.UUID, clock: StepC
     response = c.post("/render", json=body, headers=_h(key))
     assert response.status_code == 200, response.text
     rid: str = response.json()["renderId"]
-    run(_render_job(e.db, e.settings, e.storage, uuid.UUID(rid), clock=clock))
+    run(render_job(e.db, e.settings, e.storage, uuid.UUID(rid), clock=clock))
     return rid
 
 
@@ -293,12 +293,12 @@ def test_chunked_render_stops_when_its_budget_runs_out(
     assert response.status_code == 200, response.text
     rid = response.json()["renderId"]
     clock = StepClock(0.1)
-    run(_render_job(e.db, e.settings, e.storage, uuid.UUID(rid), clock=clock))  # splits
+    run(render_job(e.db, e.settings, e.storage, uuid.UUID(rid), clock=clock))  # splits
     chunk_ids = _chunk_ids(e.db, rid)
     assert len(chunk_ids) == 2
     for chunk_id in chunk_ids:  # one worker taking them in turn
-        run(_chunk_job(e.db, e.settings, e.storage, chunk_id, clock=clock))
-    run(_finalize_job(e.db, e.settings, e.storage, uuid.UUID(rid)))
+        run(chunk_job(e.db, e.settings, e.storage, chunk_id, clock=clock))
+    run(finalize_job(e.db, e.settings, e.storage, uuid.UUID(rid)))
     status = wait_for(c, rid, key, {"completed", "failed", "cancelled"}, limit_s=10)
     assert status["status"] == "failed" and status["reason"] == BUDGET_REASON, status
     # Stopped inside the first chunk (about 30 reads in), not at its end (45 frames).
