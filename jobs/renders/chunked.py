@@ -20,13 +20,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import sqlalchemy as sa
-
 from jobs import budget, quota
 from jobs.db import Database
 from jobs.models.base import JobStatus
-from jobs.models.render import Render, RenderChunk
+from jobs.models.render import RenderChunk
 from jobs.renders import chunks as chunk_store
+from jobs.renders import queries
 from jobs.renders.attempt import (
     BUDGET_REASON,
     QUOTA_CODE,
@@ -301,7 +300,7 @@ async def finalize_job(
         await run.run()
     finally:
         async with db.session() as s:
-            status = await s.scalar(sa.select(Render.status).where(Render.id == render_id))
+            status = await queries.render_status(s, render_id)
         if status is not None and status not in RUNNING and status != JobStatus.Pending:
             remove_chunk_outputs(storage, render_id)
 

@@ -19,8 +19,9 @@ import sqlalchemy as sa
 
 from jobs.db import Database
 from jobs.models.base import JobStatus
-from jobs.models.library import Asset, Audio, Template
+from jobs.models.library import Asset
 from jobs.models.render import Render
+from jobs.renders import queries
 from jobs.renders.attempt import Control, InputError
 from jobs.settings import Settings
 from jobs.storage import Storage
@@ -71,12 +72,8 @@ async def resolve_inputs(
     from renderer.template.model import CustomizationEntry
 
     async with db.session() as s:
-        template = (
-            await s.scalar(sa.select(Template).where(Template.id == render.template_id))
-            if render.template_id
-            else None
-        )
-        if template is None or template.extracted_dir is None or template.deleted_at:
+        template = await queries.template_to_render(s, render)
+        if template is None or template.extracted_dir is None:
             raise InputError("template_deleted", "The template was deleted before rendering")
         entries: list[Any] = []
         for index, raw in enumerate(render.request.get("customizationMap", [])):
@@ -99,11 +96,7 @@ async def resolve_inputs(
             entries.append(CustomizationEntry.model_validate(data))
         extra_audio: Path | None = None
         if render.audio_id is not None:
-            audio = await s.scalar(
-                sa.select(Audio).where(
-                    Audio.id == render.audio_id, Audio.status == JobStatus.Completed
-                )
-            )
+            audio = await queries.audio_to_render(s, render)
             if audio is None:
                 raise InputError("invalid_audio", "The audio was deleted before rendering")
             extra_audio = storage.abs(audio.path)

@@ -52,6 +52,16 @@ def notify_terminal(session: AsyncSession, render: Render) -> None:
         enqueue(session, WEBHOOK_ACTOR, render.id)
 
 
+async def mark_webhook_delivered(session: AsyncSession, render_id: uuid.UUID) -> None:
+    """Record that the render's webhook was delivered (the first delivery wins)."""
+    await session.execute(
+        sa.update(Render)
+        .where(Render.id == render_id, Render.webhook_delivered_at.is_(None))
+        .values(webhook_delivered_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def cancel_render(session: AsyncSession, user_id: uuid.UUID, render_id: uuid.UUID) -> Render:
     """Cancel a render: pending ones at once, processing ones via ``cancelling`` (the worker
     stops between frames and finishes the transition).

@@ -23,8 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from jobs import budget, metrics, quota
 from jobs.db import Database
 from jobs.faults import is_unavailable
@@ -32,7 +30,7 @@ from jobs.logs import bind
 from jobs.models.base import JobStatus
 from jobs.models.render import Render
 from jobs.renders import chunks as chunk_store
-from jobs.renders import lifecycle
+from jobs.renders import lifecycle, queries
 from jobs.renders.attempt import (
     BUDGET_REASON,
     QUOTA_CODE,
@@ -129,10 +127,7 @@ class RenderRun(Attempt):
         """End as failed or cancelled (if the lease is still ours), charging the time used."""
         remove_partial_outputs(self.storage, self.render.id, self.render.attempts)
         async with self.db.session() as s:
-            current = await s.scalar(
-                sa.select(Render.lease_owner).where(Render.id == self.render.id)
-            )
-            if current != self.owner:
+            if await queries.lease_owner(s, self.render.id) != self.owner:
                 log.warning("render %s: lease lost before ending %s", self.render.id, status)
                 return
             await self.charge(s)
@@ -199,17 +194,8 @@ class RenderRun(Attempt):
     async def _completed_by_lost_commit(self, session: Any, final: str) -> bool:
         """True when an earlier try committed although its connection failed (the row is
         completed with this output): only the file still has to be moved into place."""
-        row = (
-            await session.execute(
-                sa.select(Render.status, Render.output_path).where(Render.id == self.render.id)
-            )
-        ).first()
-        return bool(
-            row is not None
-            and row[0] == JobStatus.Completed
-            and row[1] == final
-            and self.out.exists()
-        )
+        output = await queries.completed_output(session, self.render.id)
+        return output == final and self.out.exists()
 
     async def run(self, inputs: Inputs | None = None) -> None:
         render = self.render

@@ -8,14 +8,8 @@ import asyncio
 import logging
 import uuid
 
-import sqlalchemy as sa
-
 from jobs.db import Database
-from jobs.models.account import User
-from jobs.models.render import Render
-from jobs.renders.base import (
-    TERMINAL,
-)
+from jobs.renders import lifecycle, queries
 from jobs.settings import Settings
 from jobs.webhooks import (
     UnsafeWebhookTarget,
@@ -31,12 +25,10 @@ async def _webhook_payload(
     db: Database, render_id: uuid.UUID
 ) -> tuple[str, bytes, str, str] | None:
     async with db.session() as s:
-        row = await s.scalar(sa.select(Render).where(Render.id == render_id))
-        if row is None or not row.webhook_url or row.webhook_delivered_at is not None:
+        found = await queries.webhook_to_send(s, render_id)
+        if found is None:
             return None
-        if row.status not in TERMINAL:
-            return None
-        secret = await s.scalar(sa.select(User.webhook_secret).where(User.id == row.user_id))
+        row, secret = found
         body = render_event_body(
             render_id=str(row.id),
             name=row.name,
@@ -48,19 +40,8 @@ async def _webhook_payload(
             render_time_ms=row.render_time_ms,
             completed_at=row.completed_at,
         )
-        return row.webhook_url, body, secret or "", f"render.{row.status.value}"
-
-
-async def _mark_delivered(db: Database, render_id: uuid.UUID) -> None:
-    from jobs.models.base import utcnow
-
-    async with db.session() as s:
-        await s.execute(
-            sa.update(Render)
-            .where(Render.id == render_id, Render.webhook_delivered_at.is_(None))
-            .values(webhook_delivered_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
+        assert row.webhook_url is not None
+        return row.webhook_url, body, secret, f"render.{row.status.value}"
 
 
 async def deliver_webhook(db: Database, settings: Settings, render_id: uuid.UUID) -> None:
@@ -92,7 +73,8 @@ async def deliver_webhook(db: Database, settings: Settings, render_id: uuid.UUID
     except WebhookDeliveryError:
         log.warning("webhook for render %s not delivered; will retry", render_id)
         raise
-    await _mark_delivered(db, render_id)
+    async with db.session() as s:
+        await lifecycle.mark_webhook_delivered(s, render_id)
 
 
 __all__ = [
