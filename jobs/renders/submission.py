@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs import budget, quota, webhooks
+from jobs.errors import Refused, bad_request
 from jobs.messages import enqueue
 from jobs.models.account import User
 from jobs.models.base import JobStatus, utcnow
@@ -23,8 +24,6 @@ from jobs.models.render import CampaignAudioGroup, Render, TemplateInstance
 from jobs.renders.base import (
     ACTIVE,
     RENDER_ACTOR,
-    RenderRefused,
-    bad_request,
 )
 from jobs.settings import Settings
 from renderer.encode.config import EncoderConfig, resolve_frame_range
@@ -88,7 +87,7 @@ def stored_template_model(template: Template, label: str) -> TemplateModel:
     """The validated model of a completed template's stored definition.
 
     Raises:
-        RenderRefused: ``bad_request`` / ``invalid_template`` when the definition no longer
+        Refused: ``bad_request`` / ``invalid_template`` when the definition no longer
             passes validation (stored before a limit was introduced), naming the problem.
     """
     from pydantic import ValidationError
@@ -120,7 +119,7 @@ async def owned_template(
         )
     )
     if template is None:
-        raise RenderRefused("not_found", f"{label}template {template_id} not found", "not_found")
+        raise Refused("not_found", f"{label}template {template_id} not found", "not_found")
     if template.status != JobStatus.Completed or template.definition is None:
         raise bad_request(
             f"{label}template {template_id} is {template.status.value}, not completed; wait "
@@ -211,7 +210,7 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
             )
         )
         if instance is None:
-            raise RenderRefused(
+            raise Refused(
                 "not_found",
                 f"{label}template instance {spec.template_instance_id} not found",
                 "not_found",
@@ -341,7 +340,7 @@ async def check_webhook_url(
     delivery checks it again).
 
     Raises:
-        RenderRefused: ``bad_request`` naming the URL and why (``invalid_webhook_url``).
+        Refused: ``bad_request`` naming the URL and why (``invalid_webhook_url``).
     """
     check = webhooks.check_target
     try:
@@ -374,7 +373,7 @@ async def submit_renders(
     the inserts cannot interleave with another submission for the same account.
 
     Raises:
-        RenderRefused: ``bad_request`` (400, naming the item and entry), ``not_found``,
+        Refused: ``bad_request`` (400, naming the item and entry), ``not_found``,
             ``payment_required`` (402, render-time budget), ``too_many`` (429); a webhook URL
             that is not public is a ``bad_request`` naming it.
     """
@@ -397,7 +396,7 @@ async def submit_renders(
     total_ms = sum(p.estimate_ms for p in prepared)
     if not await budget.reserve_render_time(session, user.id, total_ms):
         status = await budget.budget_status(session, user.id)
-        raise RenderRefused(
+        raise Refused(
             "payment_required",
             f"insufficient render time budget: this request needs about {total_ms} ms, "
             f"{status.remaining_ms} ms of {status.total_ms} ms remain",
@@ -417,7 +416,7 @@ async def submit_renders(
     limit = concurrency_limit(user, settings)
     active = await count_active(session, user.id)
     if active >= limit:
-        raise RenderRefused(
+        raise Refused(
             "too_many",
             f"Maximum concurrent renders reached: {active} renders of this account are "
             f"pending, processing or cancelling and the limit is {limit}; retry when one "
