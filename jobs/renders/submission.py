@@ -28,7 +28,7 @@ from jobs.renders.base import (
 from jobs.settings import Settings
 from renderer.encode.config import EncoderConfig, resolve_frame_range
 from renderer.errors import InvalidCustomization, InvalidEncoderConfig, InvalidFrameRange
-from renderer.template.customize import asset_kind_for_layer, validate_customizations
+from renderer.template.customize import article, asset_kind_for_layer, validate_customizations
 from renderer.template.model import LayerTooLarge, check_layer_sizes
 from renderer.template.model import Template as TemplateModel
 
@@ -168,18 +168,14 @@ async def check_assets(
             )
         if asset.kind != kind:
             raise bad_request(
-                f"{where}: asset {asset_id} is {_a(asset.kind or 'unknown')} "
+                f"{where}: asset {asset_id} is {article(asset.kind or 'unknown')} "
                 f"{asset.kind or 'unknown'}, but layer '{entry.layer_id}' needs "
-                f"{_a(kind or 'no')} {kind or 'no'} asset",
+                f"{article(kind or 'no')} {kind or 'no'} asset",
                 "invalid_customization",
             )
 
 
-def _a(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
-
-
-def lottie_text_layers(template: Template) -> dict[str, list[str]]:
+def manifest_lottie_text_names(template: Template) -> dict[str, list[str]]:
     """Lottie layer id -> the text layer names of its animation, read from the stored
     manifest's ``defaults.lottieText`` so submission can refuse an unknown ``lottieText`` key
     instead of the render failing later. A layer the manifest does not describe is left out
@@ -226,7 +222,7 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
     raw_entries = [*defaults, *spec.customization_map]
     try:
         entries = validate_customizations(
-            model, raw_entries, lottie_text_layers=lottie_text_layers(template)
+            model, raw_entries, lottie_text_layers=manifest_lottie_text_names(template)
         )
     except InvalidCustomization as err:
         detail = str(err)

@@ -18,7 +18,7 @@ from jobs.models.library import AudioGroup
 from jobs.models.render import Campaign, CampaignAudioGroup, Render, TemplateInstance
 from jobs.renders.submission import (
     check_assets,
-    lottie_text_layers,
+    manifest_lottie_text_names,
     owned_template,
     stored_template_model,
 )
@@ -120,7 +120,7 @@ async def create_template_instance(
     model = stored_template_model(template, "")
     try:
         entries = validate_customizations(
-            model, customization_map, lottie_text_layers=lottie_text_layers(template)
+            model, customization_map, lottie_text_layers=manifest_lottie_text_names(template)
         )
     except InvalidCustomization as err:
         raise bad_request(str(err), "invalid_customization") from None
