@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,38 +134,11 @@ def _static_segments(app: FastAPI) -> frozenset[str]:
     return frozenset(segments)
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    service: Service | None = None,
-    run_worker: bool | None = None,
-    recover: bool | None = None,
-) -> FastAPI:
-    """Build the API.
-
-    Args:
-        settings: service settings (``Settings()`` when None).
-        service: an already built service (tests); built from ``settings`` when None.
-        run_worker: run worker threads in this process; default: the embedded mode.
-        recover: re-enqueue stranded jobs at start-up; default: same as ``run_worker``.
-    """
-    from api.routers import (
-        account,
-        admin,
-        assets,
-        audio,
-        audio_groups,
-        campaigns,
-        health,
-        renders,
-        signed_urls,
-        templates,
-    )
-
-    settings = settings or (service.settings if service else Settings())
-    svc = service or build_service(settings)
-    run_worker = settings.embedded if run_worker is None else run_worker
-    recover = run_worker if recover is None else recover
+def _lifespan(
+    svc: Service, settings: Settings, run_worker: bool, recover: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start the embedded worker and recover stranded jobs at start-up; stop and close at
+    shutdown."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -187,26 +160,23 @@ def create_app(
                 await anyio.to_thread.run_sync(svc.stop_worker)
             await svc.db.dispose()
 
-    # Swagger UI and ReDoc from assets in the fastapi-offline package: /docs works air-gapped.
-    app = FastAPIOffline(
-        title="Velocity",
-        version="1.0",
-        summary="Self-hostable video template rendering",
-        description=(
-            "Upload a template ZIP, upload audio, render personalised MP4s. Authenticate "
-            "with the `X-API-Key` header. Errors are `{detail, code}`."
-        ),
-        lifespan=lifespan,
-        # Operation ids are the handlers' names (``create_render``), which generated
-        # clients turn into their method names.
-        generate_unique_id_function=operation_id,
+    return lifespan
+
+
+def _include_routers(app: FastAPI) -> None:
+    from api.routers import (
+        account,
+        admin,
+        assets,
+        audio,
+        audio_groups,
+        campaigns,
+        health,
+        renders,
+        signed_urls,
+        templates,
     )
-    app.state.service = svc
-    app.state.settings = settings
-    app.state.db = svc.db
-    app.state.storage = svc.storage
-    app.state.broker = svc.broker
-    install_error_handlers(app)
+
     for module in (
         health,
         account,
@@ -220,12 +190,9 @@ def create_app(
         signed_urls,
     ):
         app.include_router(module.router)
-    from api.console import install_console
-    from api.signing import load_signing_secret
 
-    app.state.signing_secret = load_signing_secret(settings)
-    install_console(app)
 
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
     cache: dict[str, frozenset[str]] = {}
 
     def segments() -> frozenset[str]:
@@ -241,5 +208,54 @@ def create_app(
     app.add_middleware(HttpMetrics)
     app.add_middleware(CaseInsensitivePaths, static_segments=segments)
     install_http_middleware(app, settings)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    service: Service | None = None,
+    run_worker: bool | None = None,
+    recover: bool | None = None,
+) -> FastAPI:
+    """Build the API.
+
+    Args:
+        settings: service settings (``Settings()`` when None).
+        service: an already built service (tests); built from ``settings`` when None.
+        run_worker: run worker threads in this process; default: the embedded mode.
+        recover: re-enqueue stranded jobs at start-up; default: same as ``run_worker``.
+    """
+    settings = settings or (service.settings if service else Settings())
+    svc = service or build_service(settings)
+    run_worker = settings.embedded if run_worker is None else run_worker
+    recover = run_worker if recover is None else recover
+
+    # Swagger UI and ReDoc from assets in the fastapi-offline package: /docs works air-gapped.
+    app = FastAPIOffline(
+        title="Velocity",
+        version="1.0",
+        summary="Self-hostable video template rendering",
+        description=(
+            "Upload a template ZIP, upload audio, render personalised MP4s. Authenticate "
+            "with the `X-API-Key` header. Errors are `{detail, code}`."
+        ),
+        lifespan=_lifespan(svc, settings, run_worker, recover),
+        # Operation ids are the handlers' names (``create_render``), which generated
+        # clients turn into their method names.
+        generate_unique_id_function=operation_id,
+    )
+    app.state.service = svc
+    app.state.settings = settings
+    app.state.db = svc.db
+    app.state.storage = svc.storage
+    app.state.broker = svc.broker
+    install_error_handlers(app)
+    _include_routers(app)
+    from api.console import install_console
+    from api.signing import load_signing_secret
+
+    app.state.signing_secret = load_signing_secret(settings)
+    install_console(app)
+    _install_middleware(app, settings)
     install_openapi(app)
     return app

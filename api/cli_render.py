@@ -164,10 +164,9 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    workdir: Path | None = None
+    workdirs: list[Path] = []
     bar = _ProgressBar(err)
     try:
-        from renderer.encode.config import EncoderConfig
         from renderer.errors import (
             EncoderUnavailable,
             InvalidCustomization,
@@ -178,54 +177,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
         invalid = (InvalidTemplate, InvalidCustomization, InvalidEncoderConfig, InvalidFrameRange)
         try:
-            frames = parse_frames(args.frames)
-            customizations = _load_customizations(args.customizations)
-            raw_config: Any = {}
-            if args.encoder_config is not None:
-                raw_config = _read_json(args.encoder_config, "encoder config")
-                if not isinstance(raw_config, dict):
-                    raise _UsageError(
-                        f"encoder config file {args.encoder_config} must hold a JSON object "
-                        "(EncoderConfig)"
-                    )
-            config = EncoderConfig.parse(raw_config)
-            from renderer.render import render
-            from renderer.template.loader import load_template
-
-            source = Path(args.template)
-            if source.is_file() and source.suffix.lower() == ".zip":
-                workdir = Path(tempfile.mkdtemp(prefix="velocity-render-"))
-            loaded = load_template(source, workdir)
-            span: tuple[int, int] | None = None
-            if frames is not None:
-                from renderer.encode.config import resolve_frame_range
-
-                span = resolve_frame_range(frames[0], frames[1], loaded.template.frames)
-            if args.cache_dir is not None:
-                from renderer.segments import SpanCache, render_segmented
-
-                if args.cache_mb < 0:
-                    raise _UsageError(f"--cache-mb {args.cache_mb} must be 0 or more")
-                report = render_segmented(
-                    loaded,
-                    Path(args.output),
-                    cache=SpanCache(args.cache_dir, args.cache_mb * 1024 * 1024),
-                    customizations=customizations,
-                    encoder=config,
-                    frames=span,
-                    encoder_preference=args.encoder,
-                    on_progress=bar,
-                )
-            else:
-                report = render(
-                    loaded,
-                    Path(args.output),
-                    customizations=customizations,
-                    encoder=config,
-                    frames=span,
-                    encoder_preference=args.encoder,
-                    on_progress=bar,
-                )
+            report = _render(args, bar, workdirs)
         except (_UsageError, *invalid) as exc:
             bar.finish()
             _error(err, exc)
@@ -247,8 +199,58 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         _error(err, exc, prefix=f"render failed ({type(exc).__name__}): ")
         return EXIT_FAILED
     finally:
-        if workdir is not None:
+        for workdir in workdirs:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _encoder_config(args: argparse.Namespace) -> Any:
+    from renderer.encode.config import EncoderConfig
+
+    raw_config: Any = {}
+    if args.encoder_config is not None:
+        raw_config = _read_json(args.encoder_config, "encoder config")
+        if not isinstance(raw_config, dict):
+            raise _UsageError(
+                f"encoder config file {args.encoder_config} must hold a JSON object (EncoderConfig)"
+            )
+    return EncoderConfig.parse(raw_config)
+
+
+def _render(args: argparse.Namespace, bar: _ProgressBar, workdirs: list[Path]) -> Any:
+    """Load the template and render it as the arguments ask; a ZIP is extracted into a
+    temporary folder appended to ``workdirs`` (the caller removes it)."""
+    frames = parse_frames(args.frames)
+    customizations = _load_customizations(args.customizations)
+    config = _encoder_config(args)
+    from renderer.render import render
+    from renderer.template.loader import load_template
+
+    source = Path(args.template)
+    workdir: Path | None = None
+    if source.is_file() and source.suffix.lower() == ".zip":
+        workdir = Path(tempfile.mkdtemp(prefix="velocity-render-"))
+        workdirs.append(workdir)
+    loaded = load_template(source, workdir)
+    span: tuple[int, int] | None = None
+    if frames is not None:
+        from renderer.encode.config import resolve_frame_range
+
+        span = resolve_frame_range(frames[0], frames[1], loaded.template.frames)
+    options: dict[str, Any] = {
+        "customizations": customizations,
+        "encoder": config,
+        "frames": span,
+        "encoder_preference": args.encoder,
+        "on_progress": bar,
+    }
+    if args.cache_dir is not None:
+        from renderer.segments import SpanCache, render_segmented
+
+        if args.cache_mb < 0:
+            raise _UsageError(f"--cache-mb {args.cache_mb} must be 0 or more")
+        cache = SpanCache(args.cache_dir, args.cache_mb * 1024 * 1024)
+        return render_segmented(loaded, Path(args.output), cache=cache, **options)
+    return render(loaded, Path(args.output), **options)
 
 
 def _error(err: TextIO, exc: BaseException, prefix: str = "") -> None:

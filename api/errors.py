@@ -160,6 +160,33 @@ def validation_code(exc: RequestValidationError) -> str:
     return "invalid_request"
 
 
+def _infrastructure(request: Request, exc: Exception) -> JSONResponse | None:
+    """503 for an outage of the database or broker, 507 for a full disk; None for a bug."""
+    down = is_unavailable(exc)
+    if down is not None:
+        # An outage, not a bug: the client should retry; pool_pre_ping reconnects.
+        log.warning("%s unavailable on %s %s", down, request.method, request.url.path)
+        return JSONResponse(
+            error_body(
+                f"The service's {down} is unavailable right now; retry shortly",
+                "service_unavailable",
+            ),
+            503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    if is_disk_full(exc):
+        log.error("storage full on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body(
+                "The server's storage is full; nothing was kept. Retry later",
+                "storage_full",
+            ),
+            507,
+            headers={"Retry-After": "60"},
+        )
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map ``AppError``, validation errors, HTTP errors and crashes to ``{detail, code}``."""
 
@@ -167,9 +194,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
         return JSONResponse(error_body(exc.detail, exc.code), exc.status, headers=exc.headers)
 
-    # Store refusals (jobs.store's RenderRefused family) are mapped here, once: route bodies
+    # Store refusals (jobs.errors.Refused) are mapped here, once: route bodies
     # let them through. 429 asks the client to wait about the time a short render takes.
-    from jobs.renders.base import RenderRefused
+    from jobs.errors import Refused
 
     refusals: dict[str, type[AppError]] = {
         "bad_request": BadRequest,
@@ -179,10 +206,18 @@ def install_error_handlers(app: FastAPI) -> None:
         "conflict": Conflict,
     }
 
-    @app.exception_handler(RenderRefused)
-    async def _refused(request: Request, exc: RenderRefused) -> JSONResponse:
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> JSONResponse:
         headers = {"Retry-After": "10"} if exc.kind == "too_many" else None
         return await _app_error(request, refusals[exc.kind](exc.detail, exc.code, headers=headers))
+
+    # The API calls the renderer only on what the client sent (a preview of its own
+    # customisations), so a renderer refusal is the client's to fix: 400 with its code.
+    from renderer.errors import RendererError
+
+    @app.exception_handler(RendererError)
+    async def _renderer(request: Request, exc: RendererError) -> JSONResponse:
+        return await _app_error(request, BadRequest(str(exc), exc.code))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -199,31 +234,6 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code,
             headers=getattr(exc, "headers", None),
         )
-
-    def _infrastructure(request: Request, exc: Exception) -> JSONResponse | None:
-        down = is_unavailable(exc)
-        if down is not None:
-            # An outage, not a bug: the client should retry; pool_pre_ping reconnects.
-            log.warning("%s unavailable on %s %s", down, request.method, request.url.path)
-            return JSONResponse(
-                error_body(
-                    f"The service's {down} is unavailable right now; retry shortly",
-                    "service_unavailable",
-                ),
-                503,
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            )
-        if is_disk_full(exc):
-            log.error("storage full on %s %s", request.method, request.url.path)
-            return JSONResponse(
-                error_body(
-                    "The server's storage is full; nothing was kept. Retry later",
-                    "storage_full",
-                ),
-                507,
-                headers={"Retry-After": "60"},
-            )
-        return None
 
     async def _outage(request: Request, exc: Exception) -> JSONResponse:
         # Registered per class (not only under Exception) so the answer goes through

@@ -20,7 +20,6 @@ from typing import Any
 import anyio
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect
 
 from api.deps import check_free_space
 from api.errors import BadRequest, InsufficientStorage, PayloadTooLarge
@@ -180,13 +179,7 @@ async def receive_multipart(
         BadRequest: not multipart, malformed, or (code ``storage_quota_exceeded``) over quota.
         PayloadTooLarge: the file is larger than ``max_bytes``.
     """
-    ctype, options = parse_options_header(request.headers.get("content-type", ""))
-    boundary = options.get(b"boundary")
-    if ctype != b"multipart/form-data" or not boundary:
-        raise BadRequest(
-            f"Send the upload as multipart/form-data with a '{file_field}' field",
-            "invalid_request",
-        )
+    boundary = _boundary(request, file_field)
     length = request.headers.get("content-length")
     # What the upload will amount to: the declared length (file plus a little multipart
     # framing) when given, so a quota message quotes the real size, not what arrived so far.
@@ -195,6 +188,40 @@ async def receive_multipart(
         raise too_large(max_bytes)
 
     collector = _Collector(file_field, tmp_path)
+    handle = await anyio.open_file(tmp_path, "wb")
+    try:
+        try:
+            written = await _write_parts(
+                request,
+                _parser(collector, boundary),
+                collector,
+                handle,
+                limits=(max_bytes, available_bytes, declared),
+            )
+        finally:
+            await handle.aclose()
+        if not collector.file_seen:
+            raise BadRequest(f"Missing form field '{file_field}' with the file", "invalid_request")
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    fields = {k: v.decode("utf-8", "replace") for k, v in collector.fields.items()}
+    received = ReceivedFile(tmp_path, collector.filename, written, collector.content_type)
+    return ReceivedForm(received, fields)
+
+
+def _boundary(request: Request, file_field: str) -> bytes:
+    ctype, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise BadRequest(
+            f"Send the upload as multipart/form-data with a '{file_field}' field",
+            "invalid_request",
+        )
+    return boundary
+
+
+def _parser(collector: _Collector, boundary: bytes) -> MultipartParser:
     callbacks = {
         name: getattr(collector, name)
         for name in (
@@ -207,52 +234,53 @@ async def receive_multipart(
             "on_part_end",
         )
     }
-    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    return MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+
+
+async def _write_parts(
+    request: Request,
+    parser: MultipartParser,
+    collector: _Collector,
+    handle: Any,
+    *,
+    limits: tuple[int, int | None, int],
+) -> int:
+    """Feed the body to ``parser`` and write the file part to ``handle``; the bytes written.
+
+    ``limits`` is (largest file, free quota or None, declared length). A full disk does not
+    stop the reading: the answer (507) goes out once the body is drained."""
+    max_bytes, available_bytes, declared = limits
     written = 0
     disk_full: OSError | None = None
-    handle = await anyio.open_file(tmp_path, "wb")
-    try:
+    async for chunk in request.stream():
+        if not chunk:
+            continue
         try:
-            async for chunk in request.stream():
-                if not chunk:
-                    continue
-                try:
-                    parser.write(chunk)
-                except (BadRequest, PayloadTooLarge):
-                    raise
-                except Exception as exc:
-                    raise BadRequest("The multipart body is malformed", "invalid_request") from exc
-                if collector.pending:
-                    data = b"".join(collector.pending)
-                    collector.pending.clear()
-                    written += len(data)
-                    if written > max_bytes:
-                        raise too_large(max_bytes)
-                    if available_bytes is not None and written > available_bytes:
-                        raise quota_error(max(written, declared), available_bytes)
-                    if disk_full is None:
-                        try:
-                            await handle.write(data)
-                        except OSError as exc:
-                            if not is_disk_full(exc):
-                                raise
-                            # Keep reading: the answer goes out once the body is drained.
-                            disk_full = exc
-            if disk_full is not None:
-                raise storage_full() from disk_full
-            parser.finalize()
-        except ClientDisconnect:
+            parser.write(chunk)
+        except (BadRequest, PayloadTooLarge):
             raise
-        finally:
-            await handle.aclose()
-        if not collector.file_seen:
-            raise BadRequest(f"Missing form field '{file_field}' with the file", "invalid_request")
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    fields = {k: v.decode("utf-8", "replace") for k, v in collector.fields.items()}
-    received = ReceivedFile(tmp_path, collector.filename, written, collector.content_type)
-    return ReceivedForm(received, fields)
+        except Exception as exc:
+            raise BadRequest("The multipart body is malformed", "invalid_request") from exc
+        if not collector.pending:
+            continue
+        data = b"".join(collector.pending)
+        collector.pending.clear()
+        written += len(data)
+        if written > max_bytes:
+            raise too_large(max_bytes)
+        if available_bytes is not None and written > available_bytes:
+            raise quota_error(max(written, declared), available_bytes)
+        if disk_full is None:
+            try:
+                await handle.write(data)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                disk_full = exc
+    if disk_full is not None:
+        raise storage_full() from disk_full
+    parser.finalize()
+    return written
 
 
 def display_name(filename: str, fallback: str) -> str:

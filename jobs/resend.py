@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -126,6 +127,43 @@ async def expire_pending_renders(db: Database, settings: Settings) -> int:
     return failed
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """A kind of pending job: its table, actor and queue; ``parent`` is the library row
+    (Template, Audio) that goes back to pending with it, found by ``parent_id``."""
+
+    name: str
+    model: Any
+    actor: str
+    queue: str
+    parent: Any = None
+    parent_id: str | None = None
+
+
+_KINDS = (
+    _Kind("renders", Render, RENDER_ACTOR, RENDERS_QUEUE),
+    _Kind("templates", TemplateJob, TEMPLATE_ACTOR, LIBRARY_QUEUE, Template, "template_id"),
+    _Kind("audio", AudioJob, AUDIO_ACTOR, LIBRARY_QUEUE, Audio, "audio_id"),
+    _Kind("assets", Asset, ASSET_ACTOR, LIBRARY_QUEUE),
+)
+
+
+async def _stale_rows(db: Database, cutoff: datetime) -> dict[str, list[tuple[Any, Any]]]:
+    """(id, parent id or None) of each kind's jobs pending since before ``cutoff``."""
+    found: dict[str, list[tuple[Any, Any]]] = {}
+    async with db.session() as s:
+        for kind in _KINDS:
+            parent = getattr(kind.model, kind.parent_id) if kind.parent_id else sa.null()
+            rows = await s.execute(
+                sa.select(kind.model.id, parent).where(
+                    kind.model.status == JobStatus.Pending,
+                    _stale(kind.model.last_enqueued_at, cutoff),
+                )
+            )
+            found[kind.name] = [(row[0], row[1]) for row in rows]
+    return found
+
+
 async def resend_stale(
     db: Database, broker: dramatiq.Broker | None, settings: Settings
 ) -> dict[str, int]:
@@ -133,68 +171,24 @@ async def resend_stale(
     ``settings.resend_after_s`` since its last send whose message the broker no longer holds;
     returns counts by kind (``renders``, ``templates``, ``audio``, ``assets``)."""
     target = broker or dramatiq.get_broker()
-    cutoff = utcnow() - timedelta(seconds=settings.resend_after_s)
-    counts = {"renders": 0, "templates": 0, "audio": 0, "assets": 0}
-    async with db.session() as s:
-        renders = list(
-            await s.scalars(
-                sa.select(Render.id).where(
-                    Render.status == JobStatus.Pending, _stale(Render.last_enqueued_at, cutoff)
-                )
-            )
-        )
-        templates = (
-            await s.execute(
-                sa.select(TemplateJob.id, TemplateJob.template_id).where(
-                    TemplateJob.status == JobStatus.Pending,
-                    _stale(TemplateJob.last_enqueued_at, cutoff),
-                )
-            )
-        ).all()
-        audio = (
-            await s.execute(
-                sa.select(AudioJob.id, AudioJob.audio_id).where(
-                    AudioJob.status == JobStatus.Pending,
-                    _stale(AudioJob.last_enqueued_at, cutoff),
-                )
-            )
-        ).all()
-        assets = list(
-            await s.scalars(
-                sa.select(Asset.id).where(
-                    Asset.status == JobStatus.Pending, _stale(Asset.last_enqueued_at, cutoff)
-                )
-            )
-        )
-    if not (renders or templates or audio or assets):
+    stale = await _stale_rows(db, utcnow() - timedelta(seconds=settings.resend_after_s))
+    counts = {kind.name: 0 for kind in _KINDS}
+    if not any(stale.values()):
         return counts
-    in_renders = queued_ids(target, RENDERS_QUEUE) if renders else set()
-    in_library = queued_ids(target, LIBRARY_QUEUE) if (templates or audio or assets) else set()
+    queued = {k.queue: queued_ids(target, k.queue) for k in _KINDS if stale[k.name]}
     now = utcnow()
-
-    def lost(job_id: Any, queued: set[str] | None) -> bool:
-        return queued is None or str(job_id) not in queued
-
     async with db.sessionmaker() as s:
         try:
-            for rid in renders:
-                if lost(rid, in_renders) and await _touch(s, Render, rid, now):
-                    enqueue(s, RENDER_ACTOR, rid)
-                    counts["renders"] += 1
-            for job_id, template_id in templates:
-                if lost(job_id, in_library) and await _touch(s, TemplateJob, job_id, now):
-                    await back_to_pending(s, Template, template_id)
-                    enqueue(s, TEMPLATE_ACTOR, job_id)
-                    counts["templates"] += 1
-            for job_id, audio_id in audio:
-                if lost(job_id, in_library) and await _touch(s, AudioJob, job_id, now):
-                    await back_to_pending(s, Audio, audio_id)
-                    enqueue(s, AUDIO_ACTOR, job_id)
-                    counts["audio"] += 1
-            for asset_id in assets:
-                if lost(asset_id, in_library) and await _touch(s, Asset, asset_id, now):
-                    enqueue(s, ASSET_ACTOR, asset_id)
-                    counts["assets"] += 1
+            for kind in _KINDS:
+                for row_id, parent_id in stale[kind.name]:
+                    held = queued[kind.queue]
+                    if held is not None and str(row_id) in held:
+                        continue
+                    if await _touch(s, kind.model, row_id, now):
+                        if kind.parent is not None:
+                            await back_to_pending(s, kind.parent, parent_id)
+                        enqueue(s, kind.actor, row_id)
+                        counts[kind.name] += 1
             await s.commit()
         except BaseException:
             await s.rollback()

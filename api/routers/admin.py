@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field
 
 from api.auth import issue_key
 from api.deps import AdminDep, SessionDep, SettingsDep
-from api.errors import BadRequest, Conflict, NotFound
+from api.errors import BadRequest, NotFound
 from api.schemas.common import (
     ApiModel,
     MessageResponse,
@@ -130,22 +130,19 @@ class UserCreated(UserDto):
 )
 async def create_user(body: UserCreate, session: SessionDep, settings: SettingsDep) -> UserCreated:
     """Create a user and its first API key (shown once)."""
-    try:
-        user = await accounts.create_user(
-            session,
-            body.name,
-            storage_quota_mb=(
-                body.quota_mb if body.quota_mb is not None else settings.default_storage_quota_mb
-            ),
-            render_budget_ms=(
-                body.render_budget_ms
-                if body.render_budget_ms is not None
-                else settings.default_render_budget_ms
-            ),
-            max_concurrent_renders=body.max_concurrent_renders,
-        )
-    except accounts.UserExists as exc:
-        raise Conflict(str(exc), "user_exists") from None
+    user = await accounts.create_user(
+        session,
+        body.name,
+        storage_quota_mb=(
+            body.quota_mb if body.quota_mb is not None else settings.default_storage_quota_mb
+        ),
+        render_budget_ms=(
+            body.render_budget_ms
+            if body.render_budget_ms is not None
+            else settings.default_render_budget_ms
+        ),
+        max_concurrent_renders=body.max_concurrent_renders,
+    )
     key = await issue_key(session, user.id)
     dto = UserDto.of(user, settings.max_concurrent_renders)
     return UserCreated(**dto.model_dump(by_alias=False), api_key=key.key, key_prefix=key.prefix)

@@ -7,8 +7,7 @@ import uuid
 from fastapi import APIRouter
 
 from api.deps import SessionDep, UserDep
-from api.schemas.common import MessageResponse, error_responses
-from api.schemas.renders import (
+from api.schemas.campaigns import (
     AudioGroupLink,
     CampaignCreate,
     CampaignDetail,
@@ -16,6 +15,7 @@ from api.schemas.renders import (
     TemplateInstanceCreate,
     TemplateInstanceDto,
 )
+from api.schemas.common import MessageResponse, error_responses
 from jobs.store import campaigns as store
 
 router = APIRouter(prefix="/campaign", tags=["campaigns"])

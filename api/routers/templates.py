@@ -239,12 +239,9 @@ async def _preview(
     template = await _owned(session, user.id, template_id)
     if template.status != JobStatus.Completed or not template.extracted_dir:
         raise Conflict(f"Template {template_id} is not processed yet", "template_not_ready")
-    try:
-        entries = await library.resolve_customization_assets(
-            session, storage, user.id, customization_map
-        )
-    except library.InvalidAssetReference as exc:
-        raise BadRequest(str(exc), exc.code) from None
+    entries = await library.resolve_customization_assets(
+        session, storage, user.id, customization_map
+    )
     root = storage.abs(template.extracted_dir)
     await session.commit()
 
@@ -261,12 +258,7 @@ async def _preview(
             render_frame_png(loaded, checked, frame, out)
             return out.read_bytes()
 
-    from renderer.errors import RendererError
-
-    try:
-        png = await anyio.to_thread.run_sync(render)
-    except RendererError as exc:
-        raise BadRequest(str(exc), exc.code) from None
+    png = await anyio.to_thread.run_sync(render)
     return Response(content=png, media_type="image/png")
 
 

@@ -1,4 +1,4 @@
-"""Render and campaign DTOs, camelCase as in the reference (plus documented extensions)."""
+"""Render DTOs, camelCase as in the reference (plus documented extensions)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from api.schemas.common import (
     examples,
 )
 from jobs.models.base import JobStatus
-from jobs.models.render import Campaign, Render, TemplateInstance
+from jobs.models.render import Render
 from jobs.renders.base import TERMINAL
 from jobs.renders.submission import MAX_BATCH, RenderSpec
 from renderer.encode import config as _encoder
@@ -379,59 +379,3 @@ class RenderTimeBudgetStatusDto(ApiModel):
 
 
 RenderTimeBudgetStatus = RenderTimeBudgetStatusDto
-
-
-# --- campaigns ----------------------------------------------------------------------------
-
-
-class CampaignCreate(RequestModel):
-    name: str = Field(min_length=1, max_length=255, examples=["Spring sale"])
-
-
-class TemplateInstanceCreate(RequestModel):
-    template_id: uuid.UUID
-    name: str = Field(min_length=1, max_length=255, examples=["Promo for Anna"])
-    customization_map: CustomizationMap = Field(default_factory=list)
-
-
-class TemplateInstanceDto(ApiModel):
-    id: uuid.UUID
-    campaign_id: uuid.UUID
-    template_id: uuid.UUID
-    name: str
-    customization_map: list[dict[str, Any]]
-    created_at: UtcDateTime
-
-    @classmethod
-    def of(cls, row: TemplateInstance) -> TemplateInstanceDto:
-        return cls(
-            id=row.id,
-            campaign_id=row.campaign_id,
-            template_id=row.template_id,
-            name=row.name,
-            customization_map=list(row.customization_map or []),
-            created_at=row.created_at,
-        )
-
-
-class CampaignDto(ApiModel):
-    id: uuid.UUID
-    name: str
-    created_at: UtcDateTime
-
-    @classmethod
-    def of(cls, row: Campaign) -> CampaignDto:
-        return cls(id=row.id, name=row.name, created_at=row.created_at)
-
-
-class CampaignDetail(CampaignDto):
-    """A campaign with its template instances and linked audio group ids."""
-
-    template_instances: list[TemplateInstanceDto]
-    audio_group_ids: list[uuid.UUID]
-
-
-class AudioGroupLink(ApiModel):
-    campaign_id: uuid.UUID
-    audio_group_id: uuid.UUID
-    linked: bool

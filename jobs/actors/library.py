@@ -213,83 +213,33 @@ async def process_template_job(db: Database, storage: Storage, job_id: uuid.UUID
         storage: the storage root.
         job_id: the ``TemplateJob`` id.
     """
-    if not await _cas(db, _claim(TEMPLATES, job_id, stage="validating", started_at=utcnow())):
+    claimed = await _claim_template(db, job_id)
+    if claimed is None:
         return
-    async with db.session() as s:
-        job = await s.get(TemplateJob, job_id)
-        template = await s.get(Template, job.template_id) if job else None
-        if job is None or template is None:
-            return
-        template.status = JobStatus.Processing
-        template_id, user_id, zip_rel = template.id, template.user_id, template.zip_path
-
+    template_id, user_id, zip_rel = claimed
     workdir = storage.tmp_path()
     doing = "validating the archive"
     final_rel: str | None = None
     try:
-        from renderer.compose.layers.lottie import check_template_lotties
-        from renderer.errors import InvalidTemplate
-        from renderer.template.archive import inspect_archive, safe_extract
-        from renderer.template.loader import load_template
-        from renderer.template.manifest import build_manifest
+        from renderer.template.archive import safe_extract
 
-        zip_abs = storage.abs(zip_rel)
-        if not zipfile.is_zipfile(zip_abs):
-            raise InvalidTemplate("The upload is not a ZIP archive (template uploads must be .zip)")
-
-        # The quota is reserved for what the central directory declares before a byte is
-        # written; extraction then counts the bytes it really writes against that
-        # reservation, entry by entry (an entry larger than declared is refused).
-        plan = inspect_archive(zip_abs)
-        async with db.session() as s:
-            if not await reserve_storage(s, user_id, plan.declared_bytes):
-                raise JobFailure(
-                    "storage_quota_exceeded",
-                    f"Storage quota exceeded: the extracted template needs "
-                    f"{plan.declared_bytes / 1e6:.1f} MB more than the account has left",
-                )
-            await s.execute(
-                sa.update(Template)
-                .where(Template.id == template_id)
-                .values(reserved_bytes=Template.reserved_bytes + plan.declared_bytes)
-            )
+        plan = _inspect(storage.abs(zip_rel))
+        await _reserve_extraction(db, user_id, template_id, plan.declared_bytes)
         doing = "extracting the archive"
         await _set_stage(db, job_id, "extracting")
-        safe_extract(zip_abs, workdir, budget_bytes=plan.declared_bytes)
+        safe_extract(storage.abs(zip_rel), workdir, budget_bytes=plan.declared_bytes)
         extracted_bytes = _tree_size(workdir)
 
         doing = "analyzing data.json and its files"
         await _set_stage(db, job_id, "analyzing")
-        loaded = load_template(workdir)
-        # Sample frames of each Lottie drawn in the sandbox: a file that crashes or hangs
-        # the engine is refused here, not at its first render.
-        check_template_lotties(loaded)
-        manifest = build_manifest(loaded)
-        definition = loaded.template.model_dump(mode="json", by_alias=True)
-        name = loaded.template.name or None
+        analysis = _analyze(workdir)
 
         final_rel = storage.new_path("template_files", user_id, template_id)
         final_abs = storage.abs(final_rel)
         if final_abs.exists():
             shutil.rmtree(final_abs, ignore_errors=True)
         os.replace(workdir, final_abs)
-
-        async with db.session() as s:
-            if not await _finish(s, TEMPLATES, job_id, status=JobStatus.Completed, stage="done"):
-                raise JobFailure("superseded", "job was finished elsewhere")
-            row = await s.get(Template, template_id)
-            if row is None:
-                raise JobFailure("superseded", "template was deleted")
-            size = row.zip_bytes + extracted_bytes
-            await settle_storage(s, user_id, row.reserved_bytes, size)
-            row.status = JobStatus.Completed
-            row.extracted_dir = final_rel
-            row.manifest = manifest
-            row.definition = definition
-            row.size_bytes = size
-            row.reserved_bytes = 0
-            if name:
-                row.name = name[:255]
+        await _complete_template(db, job_id, template_id, final_rel, extracted_bytes, analysis)
     except BaseException as exc:
         failure = _failure_from(exc, doing)
         if final_rel:
@@ -302,6 +252,103 @@ async def process_template_job(db: Database, storage: Storage, job_id: uuid.UUID
         from renderer.template.archive import remove_tree
 
         remove_tree(workdir)
+
+
+async def _claim_template(
+    db: Database, job_id: uuid.UUID
+) -> tuple[uuid.UUID, uuid.UUID, str] | None:
+    """Claim a pending template job: (template id, user id, ZIP path), or None when it is
+    not pending any more (or its rows are gone)."""
+    if not await _cas(db, _claim(TEMPLATES, job_id, stage="validating", started_at=utcnow())):
+        return None
+    async with db.session() as s:
+        job = await s.get(TemplateJob, job_id)
+        template = await s.get(Template, job.template_id) if job else None
+        if job is None or template is None:
+            return None
+        template.status = JobStatus.Processing
+        return template.id, template.user_id, template.zip_path
+
+
+def _inspect(zip_abs: Path) -> Any:
+    """The archive's plan (entries, declared size), checked before a byte is written."""
+    from renderer.errors import InvalidTemplate
+    from renderer.template.archive import inspect_archive
+
+    if not zipfile.is_zipfile(zip_abs):
+        raise InvalidTemplate("The upload is not a ZIP archive (template uploads must be .zip)")
+    return inspect_archive(zip_abs)
+
+
+async def _reserve_extraction(
+    db: Database, user_id: uuid.UUID, template_id: uuid.UUID, declared_bytes: int
+) -> None:
+    """Reserve the quota for what the central directory declares before a byte is written;
+    extraction then counts the bytes it really writes against that reservation, entry by
+    entry (an entry larger than declared is refused)."""
+    async with db.session() as s:
+        if not await reserve_storage(s, user_id, declared_bytes):
+            raise JobFailure(
+                "storage_quota_exceeded",
+                f"Storage quota exceeded: the extracted template needs "
+                f"{declared_bytes / 1e6:.1f} MB more than the account has left",
+            )
+        await s.execute(
+            sa.update(Template)
+            .where(Template.id == template_id)
+            .values(reserved_bytes=Template.reserved_bytes + declared_bytes)
+        )
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    manifest: dict[str, Any]
+    definition: dict[str, Any]
+    name: str | None
+
+
+def _analyze(workdir: Path) -> _Analysis:
+    """Load and probe the extracted template, and describe it for clients."""
+    from renderer.compose.layers.lottie import check_template_lotties
+    from renderer.template.loader import load_template
+    from renderer.template.manifest import build_manifest
+
+    loaded = load_template(workdir)
+    # Sample frames of each Lottie drawn in the sandbox: a file that crashes or hangs
+    # the engine is refused here, not at its first render.
+    check_template_lotties(loaded)
+    return _Analysis(
+        manifest=build_manifest(loaded),
+        definition=loaded.template.model_dump(mode="json", by_alias=True),
+        name=loaded.template.name or None,
+    )
+
+
+async def _complete_template(  # noqa: PLR0917 - the job's ids and what analysis found
+    db: Database,
+    job_id: uuid.UUID,
+    template_id: uuid.UUID,
+    final_rel: str,
+    extracted_bytes: int,
+    analysis: _Analysis,
+) -> None:
+    """Mark the job done and the template completed, settling its storage reservation."""
+    async with db.session() as s:
+        if not await _finish(s, TEMPLATES, job_id, status=JobStatus.Completed, stage="done"):
+            raise JobFailure("superseded", "job was finished elsewhere")
+        row = await s.get(Template, template_id)
+        if row is None:
+            raise JobFailure("superseded", "template was deleted")
+        size = row.zip_bytes + extracted_bytes
+        await settle_storage(s, row.user_id, row.reserved_bytes, size)
+        row.status = JobStatus.Completed
+        row.extracted_dir = final_rel
+        row.manifest = analysis.manifest
+        row.definition = analysis.definition
+        row.size_bytes = size
+        row.reserved_bytes = 0
+        if analysis.name:
+            row.name = analysis.name[:255]
 
 
 # --- audio --------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""What the render store modules share: status groups, the refusal the API
-maps to a status code, and the compare-and-set update.
+"""What the render store modules share: status groups and the compare-and-set update
+(refusals are ``jobs.errors.Refused``).
 
 Store functions only flush; the edge that owns the session commits (``api.deps`` for
 requests, ``Database.session()`` in actors). Every status change is a compare-and-set
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,22 +27,6 @@ MAX_ATTEMPTS = 3
 ACTIVE = tuple(ACTIVE_STATUSES)
 TERMINAL = (JobStatus.Completed, JobStatus.Failed, JobStatus.Cancelled)
 RUNNING = (JobStatus.Processing, JobStatus.Cancelling)
-Refusal = Literal["bad_request", "not_found", "payment_required", "too_many", "conflict"]
-
-
-class RenderRefused(Exception):
-    """A request the service will not carry out; the API maps ``kind`` to a status code."""
-
-    def __init__(self, kind: Refusal, detail: str, code: str) -> None:
-        super().__init__(detail)
-        self.kind: Refusal = kind
-        self.detail = detail
-        self.code = code
-
-
-def bad_request(detail: str, code: str = "invalid_request") -> RenderRefused:
-    """The refusal for a request that cannot be carried out as sent (400, ``code``)."""
-    return RenderRefused("bad_request", detail, code)
 
 
 async def compare_and_set(

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs import budget, metrics, quota
+from jobs.errors import Refused, bad_request
 from jobs.faults import STORAGE_FULL
 from jobs.messages import enqueue
 from jobs.models.base import JobStatus, utcnow
@@ -21,8 +22,6 @@ from jobs.queues import FINALIZE_ACTOR, WEBHOOK_ACTOR
 from jobs.renders.base import (
     ACTIVE,
     RUNNING,
-    RenderRefused,
-    bad_request,
     compare_and_set,
 )
 from jobs.renders.queries import get_render
@@ -67,7 +66,7 @@ async def cancel_render(session: AsyncSession, user_id: uuid.UUID, render_id: uu
     stops between frames and finishes the transition).
 
     Raises:
-        RenderRefused: ``not_found``; ``conflict`` when already completed, failed or cancelled.
+        Refused: ``not_found``; ``conflict`` when already completed, failed or cancelled.
     """
     render = await get_render(session, user_id, render_id)
     for _ in range(3):
@@ -95,7 +94,7 @@ async def cancel_render(session: AsyncSession, user_id: uuid.UUID, render_id: uu
         elif render.status == JobStatus.Cancelling:
             return render
         else:
-            raise RenderRefused(
+            raise Refused(
                 "conflict",
                 f"render {render_id} is already {render.status.value}; only pending or "
                 "processing renders can be cancelled",
@@ -103,7 +102,7 @@ async def cancel_render(session: AsyncSession, user_id: uuid.UUID, render_id: uu
             )
         # Lost a race with a worker (claim or finish): look again.
         await session.refresh(render)
-    raise RenderRefused("conflict", f"render {render_id} changed state; retry", "retry")
+    raise Refused("conflict", f"render {render_id} changed state; retry", "retry")
 
 
 async def delete_render(
@@ -112,7 +111,7 @@ async def delete_render(
     """Mark a finished render deleted, remove its video and free its storage.
 
     Raises:
-        RenderRefused: ``not_found``; ``bad_request`` while pending, processing or cancelling.
+        Refused: ``not_found``; ``bad_request`` while pending, processing or cancelling.
     """
     render = await get_render(session, user_id, render_id)
     if render.status in ACTIVE:
@@ -127,7 +126,7 @@ async def delete_render(
         [render.status],
         {"status": JobStatus.Deleted, "output_path": None},
     ):
-        raise RenderRefused("conflict", f"render {render_id} changed state; retry", "retry")
+        raise Refused("conflict", f"render {render_id} changed state; retry", "retry")
     if render.size_bytes and render.output_path:
         await quota.free_storage(session, user_id, render.size_bytes)
     await release_reservations(session, render)

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from jobs.errors import Refused
 from jobs.models.account import User
 from jobs.models.base import JobStatus
 from jobs.models.library import Asset, Audio, Template
@@ -16,7 +17,6 @@ from jobs.models.render import Render
 from jobs.renders.base import (
     ACTIVE,
     TERMINAL,
-    RenderRefused,
 )
 
 
@@ -24,7 +24,7 @@ async def get_render(session: AsyncSession, user_id: uuid.UUID, render_id: uuid.
     """The account's render (never a deleted one).
 
     Raises:
-        RenderRefused: ``not_found`` (also for another account's render).
+        Refused: ``not_found`` (also for another account's render).
     """
     render = await session.scalar(
         sa.select(Render).where(
@@ -34,7 +34,7 @@ async def get_render(session: AsyncSession, user_id: uuid.UUID, render_id: uuid.
         )
     )
     if render is None:
-        raise RenderRefused("not_found", f"render {render_id} not found", "not_found")
+        raise Refused("not_found", f"render {render_id} not found", "not_found")
     return render
 
 

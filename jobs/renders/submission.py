@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs import budget, quota, webhooks
+from jobs.errors import Refused, bad_request
 from jobs.messages import enqueue
 from jobs.models.account import User
 from jobs.models.base import JobStatus, utcnow
@@ -23,13 +24,11 @@ from jobs.models.render import CampaignAudioGroup, Render, TemplateInstance
 from jobs.queues import RENDER_ACTOR
 from jobs.renders.base import (
     ACTIVE,
-    RenderRefused,
-    bad_request,
 )
 from jobs.settings import Settings
 from renderer.encode.config import EncoderConfig, resolve_frame_range
 from renderer.errors import InvalidCustomization, InvalidEncoderConfig, InvalidFrameRange
-from renderer.template.customize import asset_kind_for_layer, validate_customizations
+from renderer.template.customize import article, asset_kind_for_layer, validate_customizations
 from renderer.template.model import LayerTooLarge, check_layer_sizes
 from renderer.template.model import Template as TemplateModel
 
@@ -88,7 +87,7 @@ def stored_template_model(template: Template, label: str) -> TemplateModel:
     """The validated model of a completed template's stored definition.
 
     Raises:
-        RenderRefused: ``bad_request`` / ``invalid_template`` when the definition no longer
+        Refused: ``bad_request`` / ``invalid_template`` when the definition no longer
             passes validation (stored before a limit was introduced), naming the problem.
     """
     from pydantic import ValidationError
@@ -120,7 +119,7 @@ async def owned_template(
         )
     )
     if template is None:
-        raise RenderRefused("not_found", f"{label}template {template_id} not found", "not_found")
+        raise Refused("not_found", f"{label}template {template_id} not found", "not_found")
     if template.status != JobStatus.Completed or template.definition is None:
         raise bad_request(
             f"{label}template {template_id} is {template.status.value}, not completed; wait "
@@ -169,18 +168,14 @@ async def check_assets(
             )
         if asset.kind != kind:
             raise bad_request(
-                f"{where}: asset {asset_id} is {_a(asset.kind or 'unknown')} "
+                f"{where}: asset {asset_id} is {article(asset.kind or 'unknown')} "
                 f"{asset.kind or 'unknown'}, but layer '{entry.layer_id}' needs "
-                f"{_a(kind or 'no')} {kind or 'no'} asset",
+                f"{article(kind or 'no')} {kind or 'no'} asset",
                 "invalid_customization",
             )
 
 
-def _a(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
-
-
-def lottie_text_layers(template: Template) -> dict[str, list[str]]:
+def manifest_lottie_text_names(template: Template) -> dict[str, list[str]]:
     """Lottie layer id -> the text layer names of its animation, read from the stored
     manifest's ``defaults.lottieText`` so submission can refuse an unknown ``lottieText`` key
     instead of the render failing later. A layer the manifest does not describe is left out
@@ -211,7 +206,7 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
             )
         )
         if instance is None:
-            raise RenderRefused(
+            raise Refused(
                 "not_found",
                 f"{label}template instance {spec.template_instance_id} not found",
                 "not_found",
@@ -227,7 +222,7 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
     raw_entries = [*defaults, *spec.customization_map]
     try:
         entries = validate_customizations(
-            model, raw_entries, lottie_text_layers=lottie_text_layers(template)
+            model, raw_entries, lottie_text_layers=manifest_lottie_text_names(template)
         )
     except InvalidCustomization as err:
         detail = str(err)
@@ -341,7 +336,7 @@ async def check_webhook_url(
     delivery checks it again).
 
     Raises:
-        RenderRefused: ``bad_request`` naming the URL and why (``invalid_webhook_url``).
+        Refused: ``bad_request`` naming the URL and why (``invalid_webhook_url``).
     """
     check = webhooks.check_target
     try:
@@ -374,7 +369,7 @@ async def submit_renders(
     the inserts cannot interleave with another submission for the same account.
 
     Raises:
-        RenderRefused: ``bad_request`` (400, naming the item and entry), ``not_found``,
+        Refused: ``bad_request`` (400, naming the item and entry), ``not_found``,
             ``payment_required`` (402, render-time budget), ``too_many`` (429); a webhook URL
             that is not public is a ``bad_request`` naming it.
     """
@@ -397,7 +392,7 @@ async def submit_renders(
     total_ms = sum(p.estimate_ms for p in prepared)
     if not await budget.reserve_render_time(session, user.id, total_ms):
         status = await budget.budget_status(session, user.id)
-        raise RenderRefused(
+        raise Refused(
             "payment_required",
             f"insufficient render time budget: this request needs about {total_ms} ms, "
             f"{status.remaining_ms} ms of {status.total_ms} ms remain",
@@ -417,7 +412,7 @@ async def submit_renders(
     limit = concurrency_limit(user, settings)
     active = await count_active(session, user.id)
     if active >= limit:
-        raise RenderRefused(
+        raise Refused(
             "too_many",
             f"Maximum concurrent renders reached: {active} renders of this account are "
             f"pending, processing or cancelling and the limit is {limit}; retry when one "

@@ -11,12 +11,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.db import updated_one
+from jobs.errors import Refused
 from jobs.models import ApiKey, User, utcnow
 from jobs.quota import MB
 
 
-class UserExists(ValueError):
-    """A user with that name already exists."""
+class UserExists(Refused):
+    """A user with that name already exists (409 ``user_exists``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("conflict", f"a user named {name!r} already exists", "user_exists")
 
 
 async def create_user(
@@ -33,7 +37,7 @@ async def create_user(
         UserExists: ``name`` is taken.
     """
     if await get_user_by_name(session, name) is not None:
-        raise UserExists(f"a user named {name!r} already exists")
+        raise UserExists(name)
     user = User(
         name=name,
         storage_quota_bytes=storage_quota_mb * MB,

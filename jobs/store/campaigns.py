@@ -12,13 +12,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from jobs.errors import Refused, bad_request
 from jobs.models.base import ACTIVE_STATUSES, utcnow
 from jobs.models.library import AudioGroup
 from jobs.models.render import Campaign, CampaignAudioGroup, Render, TemplateInstance
-from jobs.renders.base import RenderRefused, bad_request
 from jobs.renders.submission import (
     check_assets,
-    lottie_text_layers,
+    manifest_lottie_text_names,
     owned_template,
     stored_template_model,
 )
@@ -26,8 +26,8 @@ from renderer.errors import InvalidCustomization
 from renderer.template.customize import validate_customizations
 
 
-def _not_found(what: str, ident: uuid.UUID) -> RenderRefused:
-    return RenderRefused("not_found", f"{what} {ident} not found", "not_found")
+def _not_found(what: str, ident: uuid.UUID) -> Refused:
+    return Refused("not_found", f"{what} {ident} not found", "not_found")
 
 
 async def create_campaign(session: AsyncSession, user_id: uuid.UUID, name: str) -> Campaign:
@@ -44,7 +44,7 @@ async def get_campaign(
     """The account's campaign.
 
     Raises:
-        RenderRefused: ``not_found``.
+        Refused: ``not_found``.
     """
     campaign = await session.scalar(
         sa.select(Campaign).where(Campaign.id == campaign_id, Campaign.user_id == user_id)
@@ -70,7 +70,7 @@ async def delete_campaign(
     """Delete a campaign with its instances and audio-group links (renders stay).
 
     Raises:
-        RenderRefused: ``not_found``; ``bad_request`` while a render of it is active.
+        Refused: ``not_found``; ``bad_request`` while a render of it is active.
     """
     campaign = await get_campaign(session, user_id, campaign_id)
     active = await session.scalar(
@@ -112,7 +112,7 @@ async def create_template_instance(
     """Add a template to a campaign with default customisations (validated like a render's).
 
     Raises:
-        RenderRefused: ``not_found`` (campaign or template); ``bad_request`` for a template
+        Refused: ``not_found`` (campaign or template); ``bad_request`` for a template
             not yet completed or an invalid customisation (naming the entry).
     """
     campaign = await get_campaign(session, user_id, campaign_id)
@@ -120,7 +120,7 @@ async def create_template_instance(
     model = stored_template_model(template, "")
     try:
         entries = validate_customizations(
-            model, customization_map, lottie_text_layers=lottie_text_layers(template)
+            model, customization_map, lottie_text_layers=manifest_lottie_text_names(template)
         )
     except InvalidCustomization as err:
         raise bad_request(str(err), "invalid_customization") from None
@@ -181,7 +181,7 @@ async def link_audio_group(
     """Link an audio group to a campaign (idempotent).
 
     Raises:
-        RenderRefused: ``not_found`` for the campaign or the group.
+        Refused: ``not_found`` for the campaign or the group.
     """
     campaign = await get_campaign(session, user_id, campaign_id)
     group = await _owned_group(session, user_id, group_id)
@@ -206,7 +206,7 @@ async def unlink_audio_group(
     """Remove the link between a campaign and an audio group.
 
     Raises:
-        RenderRefused: ``not_found`` for the campaign, or when the group is not linked.
+        Refused: ``not_found`` for the campaign, or when the group is not linked.
     """
     campaign = await get_campaign(session, user_id, campaign_id)
     result = await session.execute(

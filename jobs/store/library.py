@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from jobs.errors import Refused
 from jobs.models import (
     Asset,
     Audio,
@@ -393,10 +394,12 @@ async def delete_asset(session: AsyncSession, asset: Asset) -> list[str]:
 # --- customisation media -------------------------------------------------------------------------
 
 
-class InvalidAssetReference(ValueError):
-    """A ``customizationMap`` entry names an asset that cannot be used (400 at the edge)."""
+class InvalidAssetReference(Refused):
+    """A ``customizationMap`` entry names an asset that cannot be used (400
+    ``invalid_customization``)."""
 
-    code = "invalid_customization"
+    def __init__(self, detail: str) -> None:
+        super().__init__("bad_request", detail, "invalid_customization")
 
 
 async def resolve_customization_assets(

@@ -523,11 +523,6 @@ def lottie_texts(doc: dict[str, object]) -> dict[str, str]:
     return texts
 
 
-def lottie_text_layers(doc: dict[str, object]) -> tuple[str, ...]:
-    """Names of the text layers (``ty`` 5) of a parsed Lottie document, in order, once each."""
-    return tuple(lottie_texts(doc))
-
-
 def read_lottie(
     path: Path, name: str | None = None, root: Path | None = None
 ) -> tuple[dict[str, object], LottieInfo]:
@@ -596,7 +591,7 @@ def read_lottie(
         fps=fps,
         in_frame=in_frame,
         out_frame=out_frame,
-        text_layers=lottie_text_layers(doc),
+        text_layers=tuple(lottie_texts(doc)),
         images=safe.images,
         warnings=safe.warnings,
     )

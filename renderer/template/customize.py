@@ -6,7 +6,7 @@ objects; the loaded template it starts from is never changed.
 
 ``lottieText`` keys name text layers inside a lottie layer's JSON file, which the template
 model does not see. ``validate_customizations`` checks them when the caller passes the text
-layer names (``lottie_text_layers(loaded)`` at ingest; the manifest carries them as each
+layer names (``read_lottie_text_names(loaded)`` at ingest; the manifest carries them as each
 lottie layer's ``defaults.lottieText``); ``apply_customizations`` always checks them against
 the file itself.
 """
@@ -114,7 +114,7 @@ def validate_customizations(
         template: the validated template.
         entries: the ``customizationMap`` array (models or raw JSON objects).
         lottie_text_layers: lottie layer id -> names of the text layers in its file (see
-            ``lottie_text_layers``); when given, ``lottieText`` keys are checked against it.
+            ``read_lottie_text_names``); when given, ``lottieText`` keys are checked against it.
             Without it they are checked only when the customisations are applied.
 
     Raises:
@@ -147,7 +147,7 @@ def validate_customizations(
                 takes = ", ".join(customizable_properties(layer.type))
                 raise InvalidCustomization(
                     f"{label}: property '{wire_name(field)}' does not apply to "
-                    f"{_article(layer.type)} {layer.type} layer (it takes: {takes})"
+                    f"{article(layer.type)} {layer.type} layer (it takes: {takes})"
                 )
         if entry.lottie_text is not None:
             known = None if lottie_text_layers is None else lottie_text_layers.get(layer.id)
@@ -173,7 +173,7 @@ def _check_lottie_text(
             )
 
 
-def lottie_text_layers(loaded: LoadedTemplate) -> dict[str, list[str]]:
+def read_lottie_text_names(loaded: LoadedTemplate) -> dict[str, list[str]]:
     """Lottie layer id -> the names of the text layers in its animation, for
     ``validate_customizations(..., lottie_text_layers=...)``.
 
@@ -188,8 +188,9 @@ def lottie_text_layers(loaded: LoadedTemplate) -> dict[str, list[str]]:
     return found
 
 
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
+def article(word: str) -> str:
+    """The indefinite article for ``word`` in a message ("an image", "a video")."""
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _resolve_src(loaded: LoadedTemplate, src: str, label: str) -> Path:

@@ -177,15 +177,19 @@ async def test_preview_renders_a_png(embedded: Embedded, demo_zip: Path) -> None
         headers=h(key),
         json={"frame": 0, "customizationMap": [{"layerId": "nope", "text": "x"}]},
     )
+    # A renderer refusal and a store refusal both reach the client as 400 with their code,
+    # through the one error handler (no route body converts them).
     assert r.status_code == 400 and "nope" in r.json()["detail"]
+    assert r.json()["code"] == "invalid_customization"
     r = await embedded.client.post(
         f"/template/{tid}/preview",
         headers=h(key),
         json={"customizationMap": [{"layerId": "bg", "src": "/etc/passwd"}]},
     )
     assert r.status_code == 400 and "src" in r.json()["detail"]
+    assert r.json()["code"] == "invalid_customization"
     r = await embedded.client.get(f"/template/{tid}/preview?frame=999", headers=h(key))
-    assert r.status_code == 400
+    assert r.status_code == 400 and r.json()["code"] == "invalid_frame_range"
 
 
 @pytest.mark.parametrize(
@@ -431,7 +435,8 @@ async def test_admin_manages_users_keys_and_quotas(embedded: Embedded) -> None:
     assert r.status_code == 200, r.text
     alice = r.json()
     assert alice["quotaMB"] == 7 and alice["apiKey"].startswith("vel_")
-    assert (await c.post("/admin/users", headers=admin, json={"name": "alice"})).status_code == 409
+    r = await c.post("/admin/users", headers=admin, json={"name": "alice"})
+    assert r.status_code == 409 and r.json()["code"] == "user_exists", r.text
     status = (await c.get("/template/storage-status", headers=h(alice["apiKey"]))).json()
     assert status["quotaMB"] == 7
     r = await c.patch(

@@ -28,7 +28,7 @@ from renderer.media.probe import read_lottie
 from renderer.render import render
 from renderer.template.customize import (
     apply_customizations,
-    lottie_text_layers,
+    read_lottie_text_names,
     validate_customizations,
 )
 from renderer.template.loader import load_template, load_template_from_dict
@@ -383,7 +383,7 @@ def test_unknown_lottie_text_key_is_refused_at_apply_time(loaded: LoadedTemplate
 def test_lottie_text_keys_are_checked_at_submission_with_the_names(
     loaded: LoadedTemplate,
 ) -> None:
-    names = lottie_text_layers(loaded)
+    names = read_lottie_text_names(loaded)
     assert names == {"sticker": ["Title"]}
     entry = {"layerId": "sticker", "lottieText": {"Nope": "x"}}
     # Without the names (the model alone), the key cannot be checked yet.
