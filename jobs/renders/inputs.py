@@ -15,16 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from jobs.db import Database
-from jobs.models.base import JobStatus
-from jobs.models.library import Asset
 from jobs.models.render import Render
 from jobs.renders import queries
 from jobs.renders.attempt import Control, InputError
 from jobs.settings import Settings
 from jobs.storage import Storage
+from jobs.store import library
 
 
 def tmp_output(storage: Storage, render_id: uuid.UUID, attempt: int) -> Path:
@@ -80,18 +77,16 @@ async def resolve_inputs(
             data = dict(raw)
             asset_id = data.get("assetId")
             if asset_id:
-                asset = await s.scalar(
-                    sa.select(Asset).where(
-                        Asset.id == uuid.UUID(str(asset_id)),
-                        Asset.user_id == render.user_id,
-                        Asset.status == JobStatus.Completed,
+                try:
+                    asset = await library.customization_asset(
+                        s, render.user_id, asset_id, f"customizationMap[{index}]"
                     )
-                )
-                if asset is None:
+                except library.InvalidAssetReference:
+                    # Checked at submission: the asset went away since.
                     raise InputError(
                         "invalid_customization",
                         f"customizationMap[{index}]: asset {asset_id} was deleted before rendering",
-                    )
+                    ) from None
                 data["src"] = str(storage.abs(asset.path))
             entries.append(CustomizationEntry.model_validate(data))
         extra_audio: Path | None = None

@@ -19,16 +19,17 @@ from jobs.errors import Refused, bad_request
 from jobs.messages import enqueue
 from jobs.models.account import User
 from jobs.models.base import JobStatus, utcnow
-from jobs.models.library import Asset, Audio, Template
+from jobs.models.library import Audio, Template
 from jobs.models.render import CampaignAudioGroup, Render, TemplateInstance
 from jobs.queues import RENDER_ACTOR
 from jobs.renders.base import (
     ACTIVE,
 )
 from jobs.settings import Settings
+from jobs.store import library
 from renderer.encode.config import EncoderConfig, resolve_frame_range
 from renderer.errors import InvalidCustomization, InvalidEncoderConfig, InvalidFrameRange
-from renderer.template.customize import article, asset_kind_for_layer, validate_customizations
+from renderer.template.customize import validate_customizations
 from renderer.template.model import LayerTooLarge, check_layer_sizes
 from renderer.template.model import Template as TemplateModel
 
@@ -139,40 +140,12 @@ async def check_assets(
     """Refuse customizations whose ``assetId`` is not one of the user's ready assets of the
     layer's kind (or that give a raw ``src``)."""
     for index, entry in enumerate(entries):
-        if entry.src is not None:
-            raise bad_request(
-                f"{label}customizationMap[{index}] (layerId '{entry.layer_id}'): 'src' is not "
-                "accepted; upload the file with POST /asset/upload and pass its assetId",
-                "invalid_customization",
-            )
-        if entry.asset_id is None:
-            continue
         where = f"{label}customizationMap[{index}] (layerId '{entry.layer_id}')"
-        try:
-            asset_id = uuid.UUID(str(entry.asset_id))
-        except ValueError:
-            raise bad_request(
-                f"{where}: assetId {entry.asset_id!r} is not a UUID", "invalid_customization"
-            ) from None
-        layer = model.layer(entry.layer_id)
-        kind = asset_kind_for_layer(layer) if layer is not None else None
-        asset = await session.scalar(
-            sa.select(Asset).where(Asset.id == asset_id, Asset.user_id == user_id)
-        )
-        if asset is None or asset.status == JobStatus.Deleted:
-            raise bad_request(f"{where}: asset {asset_id} not found", "invalid_customization")
-        if asset.status != JobStatus.Completed:
-            raise bad_request(
-                f"{where}: asset {asset_id} is {asset.status.value}, not completed",
-                "invalid_customization",
-            )
-        if asset.kind != kind:
-            raise bad_request(
-                f"{where}: asset {asset_id} is {article(asset.kind or 'unknown')} "
-                f"{asset.kind or 'unknown'}, but layer '{entry.layer_id}' needs "
-                f"{article(kind or 'no')} {kind or 'no'} asset",
-                "invalid_customization",
-            )
+        if entry.src is not None:
+            raise library.src_refused(where)
+        if entry.asset_id is not None:
+            layer = model.layer(entry.layer_id)
+            await library.customization_asset(session, user_id, entry.asset_id, where, layer)
 
 
 def manifest_lottie_text_names(template: Template) -> dict[str, list[str]]:

@@ -25,6 +25,8 @@ from jobs.models import (
     TemplateJob,
 )
 from jobs.quota import free_storage, release_storage
+from renderer.template.customize import article, asset_kind_for_layer
+from renderer.template.model import Layer
 
 DEFAULT_GROUP_NAME = "Default"
 
@@ -402,20 +404,65 @@ class InvalidAssetReference(Refused):
         super().__init__("bad_request", detail, "invalid_customization")
 
 
+def src_refused(where: str) -> InvalidAssetReference:
+    """The refusal of an entry that names a file itself (it would name server files)."""
+    return InvalidAssetReference(
+        f"{where}: 'src' is not accepted; upload the file with POST /asset/upload and pass "
+        "its assetId"
+    )
+
+
+async def customization_asset(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    asset_ref: object,
+    where: str,
+    layer: Layer | None = None,
+) -> Asset:
+    """The asset ``asset_ref`` that a customisation entry (``where`` names it) may use: the
+    account's own, not deleted, completed, and of the kind ``layer`` takes when the layer is
+    known (submission knows it; the preview and the worker resolve without the template).
+
+    Raises:
+        InvalidAssetReference: naming ``where`` and the asset: the assetId is not a UUID;
+            not found (unknown, another account's, or deleted); not completed; of another
+            kind than the layer takes.
+    """
+    try:
+        asset_id = uuid.UUID(str(asset_ref))
+    except ValueError:
+        raise InvalidAssetReference(f"{where}: assetId {asset_ref!r} is not a UUID") from None
+    asset = await get_asset(session, user_id, asset_id)
+    if asset is None or asset.status == JobStatus.Deleted:
+        raise InvalidAssetReference(f"{where}: asset {asset_id} not found")
+    if asset.status != JobStatus.Completed:
+        raise InvalidAssetReference(
+            f"{where}: asset {asset_id} is {asset.status.value}, not completed"
+        )
+    if layer is not None and asset.kind != (kind := asset_kind_for_layer(layer)):
+        has = asset.kind or "unknown"
+        raise InvalidAssetReference(
+            f"{where}: asset {asset_id} is {article(has)} {has}, but layer '{layer.id}' needs "
+            f"{article(kind or 'no')} {kind or 'no'} asset"
+        )
+    return asset
+
+
 async def resolve_customization_assets(
     session: AsyncSession,
     storage: Any,
     user_id: uuid.UUID,
     entries: Sequence[Any],
 ) -> list[dict[str, Any]]:
-    """Turn ``assetId`` references into absolute ``src`` paths of the user's ready assets.
+    """Turn ``assetId`` references into absolute ``src`` paths of the user's ready assets
+    (``customization_asset``).
 
     Clients may not send ``src`` themselves (it would name server files). Entries are
     returned as plain dicts (camelCase keys kept) for ``renderer.template.customize``.
 
     Raises:
         InvalidAssetReference: ``entries`` is not a list of objects, an entry carries
-            ``src``, or an ``assetId`` is unknown, not ready or not the user's.
+            ``src``, or an ``assetId`` cannot be used (see ``customization_asset``).
     """
     if not isinstance(entries, list):
         raise InvalidAssetReference("customizationMap must be an array of objects")
@@ -424,27 +471,11 @@ async def resolve_customization_assets(
         if not isinstance(raw, dict):
             raise InvalidAssetReference(f"customizationMap[{index}] must be an object")
         entry = dict(raw)
-        label = f"customizationMap[{index}] (layerId '{entry.get('layerId')}')"
+        where = f"customizationMap[{index}] (layerId '{entry.get('layerId')}')"
         if "src" in entry:
-            raise InvalidAssetReference(
-                f"{label}: 'src' is not accepted; upload the media with POST /asset/upload "
-                "and pass its assetId"
-            )
-        asset_ref = entry.get("assetId")
-        if asset_ref is not None:
-            try:
-                asset_uuid = uuid.UUID(str(asset_ref))
-            except ValueError:
-                raise InvalidAssetReference(
-                    f"{label}: assetId {asset_ref!r} is not a UUID"
-                ) from None
-            asset = await get_asset(session, user_id, asset_uuid)
-            if asset is None:
-                raise InvalidAssetReference(f"{label}: asset {asset_ref} not found")
-            if asset.status != JobStatus.Completed:
-                raise InvalidAssetReference(
-                    f"{label}: asset {asset_ref} is {asset.status.value}, not ready"
-                )
+            raise src_refused(where)
+        if entry.get("assetId") is not None:
+            asset = await customization_asset(session, user_id, entry["assetId"], where)
             entry["src"] = str(storage.abs(asset.path))
         resolved.append(entry)
     return resolved

@@ -243,6 +243,62 @@ def test_asset_of_the_wrong_kind_is_refused(idle_env: tuple[Env, Any]) -> None:
     assert "needs an image asset" in response.json()["detail"]
 
 
+def _set_asset_status(e: Env, asset_id: uuid.UUID, status: JobStatus) -> None:
+    import sqlalchemy as sa
+
+    from jobs.models import Asset
+
+    async def update() -> None:
+        async with e.db.session() as s:
+            await s.execute(sa.update(Asset).where(Asset.id == asset_id).values(status=status))
+
+    run(update())
+
+
+def test_one_asset_rule_for_submission_preview_and_worker(idle_env: tuple[Env, Any]) -> None:
+    """Submission and the template preview refuse an unusable asset with the same code and
+    message; a render whose asset went away after submission fails with its own reason."""
+    from jobs.renders.single import render_job
+
+    e, c = idle_env
+    uid, key = e.user("assets")
+    stranger, _ = e.user("stranger")
+    tid = e.template(uid)
+    mine, pending, deleted = (run(add_asset(e.db, e.storage, uid, "image")) for _ in range(3))
+    _set_asset_status(e, pending, JobStatus.Pending)
+    _set_asset_status(e, deleted, JobStatus.Deleted)
+    theirs = run(add_asset(e.db, e.storage, stranger, "image"))
+    unknown = uuid.uuid4()
+    where = "customizationMap[0] (layerId 'photo')"
+    expected = {
+        unknown: f"{where}: asset {unknown} not found",
+        theirs: f"{where}: asset {theirs} not found",
+        deleted: f"{where}: asset {deleted} not found",
+        pending: f"{where}: asset {pending} is pending, not completed",
+    }
+    for asset_id, detail in expected.items():
+        entries = [{"layerId": "photo", "assetId": str(asset_id)}]
+        submitted = c.post(
+            "/render", json=render_body(tid, customizationMap=entries), headers=_h(key)
+        )
+        previewed = c.post(
+            f"/template/{tid}/preview", json={"customizationMap": entries}, headers=_h(key)
+        )
+        for response in (submitted, previewed):
+            assert response.status_code == 400, response.text
+            assert response.json() == {"detail": detail, "code": "invalid_customization"}
+
+    entries = [{"layerId": "photo", "assetId": str(mine)}]
+    response = c.post("/render", json=render_body(tid, customizationMap=entries), headers=_h(key))
+    assert response.status_code == 200, response.text
+    rid = response.json()["renderId"]
+    _set_asset_status(e, mine, JobStatus.Deleted)
+    run(render_job(e.db, e.settings, e.storage, uuid.UUID(rid)))
+    row = run(render_row(e.db, rid))
+    assert (row.status, row.failure_code) == (JobStatus.Failed, "invalid_customization")
+    assert row.reason == f"customizationMap[0]: asset {mine} was deleted before rendering"
+
+
 def test_no_budget_is_402_and_reserves_nothing(idle_env: tuple[Env, Any]) -> None:
     e, c = idle_env
     uid, key = e.user("broke", budget_ms=500)
