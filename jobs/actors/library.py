@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.actors import current_storage, run_job
 from jobs.db import Database, updated_one
+from jobs.failures import JobFailure
 from jobs.faults import STORAGE_FULL, is_disk_full
 from jobs.models import Asset, Audio, AudioJob, JobStatus, Template, TemplateJob, utcnow
 from jobs.queues import ASSET_ACTOR, AUDIO_ACTOR, LIBRARY_QUEUE, TEMPLATE_ACTOR
@@ -37,14 +38,6 @@ log = logging.getLogger(__name__)
 TEMPLATE_TIME_LIMIT_MS = 30 * 60 * 1000
 MEDIA_TIME_LIMIT_MS = 10 * 60 * 1000
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov"})
-
-
-@dataclass
-class JobFailure(Exception):
-    """A failure to record on the job: a machine ``code`` and a reason for a person."""
-
-    code: str
-    reason: str
 
 
 def _failure_from(exc: BaseException, doing: str) -> JobFailure:

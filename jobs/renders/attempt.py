@@ -34,6 +34,7 @@ from dramatiq.middleware import Shutdown, TimeLimitExceeded
 
 from jobs import budget
 from jobs.db import Database
+from jobs.failures import JobFailure
 from jobs.faults import STORAGE_FULL, STORAGE_FULL_REASON, is_disk_full
 from jobs.models.base import JobStatus
 from jobs.renders.lifecycle import Beat
@@ -113,18 +114,6 @@ class Limits:
     output_bytes: int
 
 
-class InputError(Exception):
-    """The stored request can no longer be rendered (e.g. its template was deleted)."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code, self.reason = code, reason
-
-    def __reduce__(self) -> tuple[object, ...]:
-        # Raised in render child processes too: it must survive the trip back.
-        return (InputError, (self.code, self.reason))
-
-
 class Attempt:
     """One leased attempt by this worker thread. Subclasses say how the lease is renewed
     (``beat``), where the time is charged (``charge``) and how the attempt ends without
@@ -191,10 +180,10 @@ class Attempt:
 
     async def prepare(self, step: Callable[[], Awaitable[T]]) -> T | None:
         """Await ``step()``; when it finds the request cannot be rendered any more
-        (``InputError``, ``RendererError``) end the attempt failed and return None."""
+        (``JobFailure``, ``RendererError``) end the attempt failed and return None."""
         try:
             return await step()
-        except InputError as err:
+        except JobFailure as err:
             await self.end(JobStatus.Failed, err.reason, err.code)
         except RendererError as err:
             await self.end(JobStatus.Failed, str(err), err.code)
@@ -303,7 +292,7 @@ class Attempt:
                 await self.end(JobStatus.Failed, STORAGE_FULL_REASON, STORAGE_FULL)
             elif isinstance(err, RendererError):
                 await self.end(JobStatus.Failed, str(err), err.code)
-            elif isinstance(err, InputError):
+            elif isinstance(err, JobFailure):
                 await self.end(JobStatus.Failed, err.reason, err.code)
             else:
                 log.exception("%s failed unexpectedly", self.label)
@@ -319,7 +308,6 @@ __all__ = [
     "TIME_LIMIT_REASON",
     "Attempt",
     "Control",
-    "InputError",
     "Limits",
     "owner_token",
     "quota_reason",

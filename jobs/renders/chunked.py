@@ -22,6 +22,7 @@ from typing import Any
 
 from jobs import budget, quota
 from jobs.db import Database
+from jobs.failures import JobFailure
 from jobs.models.base import JobStatus
 from jobs.models.render import RenderChunk
 from jobs.renders import chunks as chunk_store
@@ -31,7 +32,6 @@ from jobs.renders.attempt import (
     QUOTA_CODE,
     Attempt,
     Control,
-    InputError,
     Limits,
     owner_token,
     quota_reason,
@@ -246,7 +246,7 @@ def _join_work(paths: Sequence[Path], encoder_used: str, cached_frames: int) -> 
                 frames = concat_chunks(paths, joined)
             except ChunkMismatch as exc:
                 # e.g. workers with and without NVENC under encoder=auto rendered its chunks.
-                raise InputError(
+                raise JobFailure(
                     "chunk_mismatch",
                     f"The render's chunks were encoded differently and cannot be joined: {exc}",
                 ) from exc

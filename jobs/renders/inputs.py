@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from jobs.db import Database
+from jobs.failures import JobFailure
 from jobs.models.render import Render
 from jobs.renders import queries
-from jobs.renders.attempt import Control, InputError
+from jobs.renders.attempt import Control
 from jobs.settings import Settings
 from jobs.storage import Storage
 from jobs.store import library
@@ -71,7 +72,7 @@ async def resolve_inputs(
     async with db.session() as s:
         template = await queries.template_to_render(s, render)
         if template is None or template.extracted_dir is None:
-            raise InputError("template_deleted", "The template was deleted before rendering")
+            raise JobFailure("template_deleted", "The template was deleted before rendering")
         entries: list[Any] = []
         for index, raw in enumerate(render.request.get("customizationMap", [])):
             data = dict(raw)
@@ -83,7 +84,7 @@ async def resolve_inputs(
                     )
                 except library.InvalidAssetReference:
                     # Checked at submission: the asset went away since.
-                    raise InputError(
+                    raise JobFailure(
                         "invalid_customization",
                         f"customizationMap[{index}]: asset {asset_id} was deleted before rendering",
                     ) from None
@@ -93,7 +94,7 @@ async def resolve_inputs(
         if render.audio_id is not None:
             audio = await queries.audio_to_render(s, render)
             if audio is None:
-                raise InputError("invalid_audio", "The audio was deleted before rendering")
+                raise JobFailure("invalid_audio", "The audio was deleted before rendering")
             extra_audio = storage.abs(audio.path)
         template_dir = storage.abs(template.extracted_dir)
     job = render.request.get("jobInfo", {})

@@ -67,12 +67,13 @@ def test_every_error_a_render_can_raise_survives_the_trip_back() -> None:
     worker as a RuntimeError and end the render as internal_error."""
     import pickle
 
-    from jobs.renders.attempt import InputError
+    from jobs.failures import JobFailure
     from renderer import errors
 
     samples: list[BaseException] = [
         errors.OutputTooLarge("too big", limit=10, written=11),
-        InputError("template_deleted", "The template was deleted"),
+        JobFailure("template_deleted", "The template was deleted"),
+        JobFailure("chunk_mismatch", "The render's chunks were encoded differently"),
     ]
     for name in dir(errors):
         cls = getattr(errors, name)
@@ -83,3 +84,6 @@ def test_every_error_a_render_can_raise_survives_the_trip_back() -> None:
         back = pickle.loads(pickle.dumps(exc))
         assert type(back) is type(exc) and str(back) == str(exc)
         assert vars(back) == vars(exc)
+    failure = pickle.loads(pickle.dumps(samples[1]))
+    assert isinstance(failure, JobFailure)
+    assert (failure.code, failure.reason) == ("template_deleted", "The template was deleted")
