@@ -166,31 +166,43 @@ def manifest_lottie_text_names(template: Template) -> dict[str, list[str]]:
     return names
 
 
-async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: str) -> _Prepared:
+async def _template_of(
+    session: AsyncSession, user_id: uuid.UUID, spec: RenderSpec, label: str
+) -> tuple[Template, TemplateInstance | None, list[Any]]:
+    """The template a spec renders, its template instance (campaign mode) and the
+    instance's default customisations."""
     if (spec.template_id is None) == (spec.template_instance_id is None):
         raise bad_request(f"{label}give exactly one of templateId (direct) or templateInstanceId")
-    instance: TemplateInstance | None = None
-    defaults: list[Any] = []
-    if spec.template_instance_id is not None:
-        instance = await session.scalar(
-            sa.select(TemplateInstance).where(
-                TemplateInstance.id == spec.template_instance_id,
-                TemplateInstance.user_id == user.id,
-            )
-        )
-        if instance is None:
-            raise Refused(
-                "not_found",
-                f"{label}template instance {spec.template_instance_id} not found",
-                "not_found",
-            )
-        template = await owned_template(session, user.id, instance.template_id, label)
-        defaults = list(instance.customization_map or [])
-    else:
+    if spec.template_instance_id is None:
         assert spec.template_id is not None
-        template = await owned_template(session, user.id, spec.template_id, label)
-    model = stored_template_model(template, label)
+        return await owned_template(session, user_id, spec.template_id, label), None, []
+    instance = await session.scalar(
+        sa.select(TemplateInstance).where(
+            TemplateInstance.id == spec.template_instance_id,
+            TemplateInstance.user_id == user_id,
+        )
+    )
+    if instance is None:
+        raise Refused(
+            "not_found",
+            f"{label}template instance {spec.template_instance_id} not found",
+            "not_found",
+        )
+    template = await owned_template(session, user_id, instance.template_id, label)
+    return template, instance, list(instance.customization_map or [])
 
+
+async def _customizations(  # noqa: PLR0917 - the spec's parts, each checked here
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    template: Template,
+    model: TemplateModel,
+    defaults: list[Any],
+    spec: RenderSpec,
+    label: str,
+) -> list[Any]:
+    """The instance defaults and the spec's entries, validated against the template, with
+    every asset checked."""
     # Instance defaults first: later entries win when the renderer applies them.
     raw_entries = [*defaults, *spec.customization_map]
     try:
@@ -205,8 +217,14 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
                 f"yours start at {len(defaults)})"
             )
         raise bad_request(f"{label}{detail}", "invalid_customization") from None
-    await check_assets(session, user.id, model, entries, label)
+    await check_assets(session, user_id, model, entries, label)
+    return entries
 
+
+def _encoder_and_range(
+    spec: RenderSpec, model: TemplateModel, label: str
+) -> tuple[EncoderConfig, int, int]:
+    """The spec's encoder config, checked at its output size, and its frame range."""
     if spec.encoder_config is None:
         raise bad_request(f"{label}encoderConfig is required (at least its bitrate)")
     if spec.encoder_config.get("bitrate") is None:
@@ -227,7 +245,14 @@ async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: s
         raise bad_request(f"{label}{err}", "invalid_encoder_config") from None
     except InvalidFrameRange as err:
         raise bad_request(f"{label}{err}", "invalid_frame_range") from None
+    return config, f_start, f_end
 
+
+async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: str) -> _Prepared:
+    template, instance, defaults = await _template_of(session, user.id, spec, label)
+    model = stored_template_model(template, label)
+    entries = await _customizations(session, user.id, template, model, defaults, spec, label)
+    config, f_start, f_end = _encoder_and_range(spec, model, label)
     if spec.audio_id is not None:
         await _check_audio(session, user.id, spec.audio_id, instance, label)
 
@@ -333,34 +358,27 @@ async def check_webhook_url(
         ) from None
 
 
-async def submit_renders(
-    session: AsyncSession, settings: Settings, user: User, specs: Sequence[RenderSpec]
-) -> list[Render]:
-    """Validate every spec, then reserve budget and storage and insert them all, or none.
+async def _check_webhooks(
+    specs: Sequence[RenderSpec], settings: Settings, labels: Sequence[str]
+) -> None:
+    """Refuse a batch naming a webhook URL that is not public (each URL resolved once)."""
+    checked: set[str] = set()
+    for spec, label in zip(specs, labels, strict=True):
+        if spec.webhook_url is not None and spec.webhook_url not in checked:
+            await check_webhook_url(spec.webhook_url, settings, label)
+            checked.add(spec.webhook_url)
 
-    The account row is locked first (``budget.lock_account``), so the concurrency count and
-    the inserts cannot interleave with another submission for the same account.
+
+async def _reserve(
+    session: AsyncSession, settings: Settings, user: User, prepared: Sequence[_Prepared]
+) -> None:
+    """Lock the account, reserve the batch's render time and storage, and check that the
+    account has a free concurrency slot.
 
     Raises:
-        Refused: ``bad_request`` (400, naming the item and entry), ``not_found``,
-            ``payment_required`` (402, render-time budget), ``too_many`` (429); a webhook URL
-            that is not public is a ``bad_request`` naming it.
+        Refused: ``payment_required`` (render-time budget), ``bad_request`` (storage
+            quota), ``too_many`` (concurrency limit).
     """
-    if not specs:
-        raise bad_request("items must hold at least one render request")
-    if len(specs) > MAX_BATCH:
-        raise bad_request(f"at most {MAX_BATCH} renders per batch, got {len(specs)}")
-    batch = len(specs) > 1
-    checked: set[str] = set()
-    for i, spec in enumerate(specs):
-        if spec.webhook_url is not None and spec.webhook_url not in checked:
-            await check_webhook_url(spec.webhook_url, settings, f"items[{i}]: " if batch else "")
-            checked.add(spec.webhook_url)
-    prepared = [
-        await _prepare(session, user, spec, f"items[{i}]: " if batch else "")
-        for i, spec in enumerate(specs)
-    ]
-
     await budget.lock_account(session, user.id)
     total_ms = sum(p.estimate_ms for p in prepared)
     if not await budget.reserve_render_time(session, user.id, total_ms):
@@ -392,6 +410,32 @@ async def submit_renders(
             "finishes (GET /render/active lists them)",
             "too_many_renders",
         )
+
+
+async def submit_renders(
+    session: AsyncSession, settings: Settings, user: User, specs: Sequence[RenderSpec]
+) -> list[Render]:
+    """Validate every spec, then reserve budget and storage and insert them all, or none.
+
+    The account row is locked first (``budget.lock_account``), so the concurrency count and
+    the inserts cannot interleave with another submission for the same account.
+
+    Raises:
+        Refused: ``bad_request`` (400, naming the item and entry), ``not_found``,
+            ``payment_required`` (402, render-time budget), ``too_many`` (429); a webhook URL
+            that is not public is a ``bad_request`` naming it.
+    """
+    if not specs:
+        raise bad_request("items must hold at least one render request")
+    if len(specs) > MAX_BATCH:
+        raise bad_request(f"at most {MAX_BATCH} renders per batch, got {len(specs)}")
+    labels = [f"items[{i}]: " if len(specs) > 1 else "" for i in range(len(specs))]
+    await _check_webhooks(specs, settings, labels)
+    prepared = [
+        await _prepare(session, user, spec, label)
+        for spec, label in zip(specs, labels, strict=True)
+    ]
+    await _reserve(session, settings, user, prepared)
 
     renders: list[Render] = []
     for p in prepared:
