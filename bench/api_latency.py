@@ -18,9 +18,7 @@ import importlib.util
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from served import upload_template, velocity_serve, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-VELOCITY = Path(sys.executable).with_name("velocity")
 
 
 def _fixtures() -> Any:
@@ -45,85 +43,36 @@ def _fixtures() -> Any:
     return module
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(predicate: Any, limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not happen within {limit}s")
-
-
 def run_mode(
     mode: str, template_zip: Path, rate: float, seconds: float, frames: int
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"velocity-bench-{mode}-"))
-    port = _port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VELOCITY_")}
-    env.update(
-        VELOCITY_DATABASE_URL=f"sqlite+aiosqlite:///{work}/velocity.db",
-        VELOCITY_STORAGE_DIR=str(work / "storage"),
-        VELOCITY_PORT=str(port),
+    with velocity_serve(
+        work,
         VELOCITY_WORKER_THREADS="2",
-        VELOCITY_ENCODER="software",
-        VELOCITY_CHUNK_FRAMES="0",
         VELOCITY_RENDER_SUBPROCESS="1" if mode == "subprocess" else "0",
-    )
-    created = subprocess.run(
-        [str(VELOCITY), "user", "create", "bench"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    key = created.stdout.strip().splitlines()[-1]
-    server = subprocess.Popen(
-        [str(VELOCITY), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
-    headers = {"X-API-Key": key}
-    try:
-        with httpx.Client(base_url=base, timeout=30) as c:
-            _wait(lambda: c.get("/health").status_code in (200, 503), 60, "server start")
-            with template_zip.open("rb") as f:
-                up = c.post("/template/upload", files={"file": ("t.zip", f)}, headers=headers)
-            tid = up.json()["templateId"]
-            _wait(
-                lambda: (
-                    c.get(f"/template/{tid}/status", headers=headers).json()["status"]
-                    == "completed"
-                ),
-                120,
-                "template processing",
+    ) as served:
+        c, headers, base = served.client, served.headers, served.base_url
+        tid = upload_template(served, template_zip, 120)
+        body = {
+            "templateId": tid,
+            "name": "bench",
+            "encoderConfig": {"bitrate": 1_000_000, "preset": 5},
+        }
+        rids = []
+        for _ in range(2):
+            r = c.post("/render", json=body, headers=headers)
+            if r.status_code != 200:
+                raise RuntimeError(f"POST /render answered {r.status_code}: {r.text}")
+            rids.append(r.json()["renderId"])
+
+        def both_processing() -> bool:
+            return all(
+                c.get(f"/render/{r}/status", headers=headers).json()["status"] == "processing"
+                for r in rids
             )
-            body = {
-                "templateId": tid,
-                "name": "bench",
-                "encoderConfig": {"bitrate": 1_000_000, "preset": 5},
-            }
-            rids = []
-            for _ in range(2):
-                r = c.post("/render", json=body, headers=headers)
-                if r.status_code != 200:
-                    raise RuntimeError(f"POST /render answered {r.status_code}: {r.text}")
-                rids.append(r.json()["renderId"])
 
-            def both_processing() -> bool:
-                return all(
-                    c.get(f"/render/{r}/status", headers=headers).json()["status"] == "processing"
-                    for r in rids
-                )
-
-            _wait(both_processing, 120, "two renders processing")
+        wait_for(both_processing, 120, "two renders processing")
         latencies: list[float] = []
         errors = 0
         lock = threading.Lock()
@@ -159,9 +108,6 @@ def run_mode(
             th.join(60)
         elapsed = time.perf_counter() - start
         client.close()
-    finally:
-        server.terminate()
-        server.wait(60)
     latencies.sort()
 
     def pct(p: float) -> float:

@@ -39,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from composition import FONT_SRC, OUT_DIR, make_audio, make_background, parse_size
+from served import upload_template, velocity_command, velocity_serve
 
 FPS = 30
 SECONDS = 30
@@ -46,11 +47,6 @@ CARD_S = 2
 NAMES = ["Anna", "Bartholomew", "Chiara", "Dmitri", "Eun-ji", "Farah", "Gustavo", "Hana",
          "Ikaika", "Jonas", "Keziah", "Lars"]  # fmt: skip
 ENCODER = {"rc": 3, "crf": 23, "preset": 4, "gop": 60}
-
-
-def _velocity() -> list[str]:
-    script = Path(sys.executable).with_name("velocity")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "api.cli"]
 
 
 def build(root: Path, size: tuple[int, int]) -> Path:
@@ -128,8 +124,9 @@ def velocity_render(tpl: Path, name: str, out: Path, cache: Path | None) -> tupl
     )
     config = out.parent / "encoder.json"
     config.write_text(json.dumps(ENCODER))
-    argv = [*_velocity(), "render", str(tpl), "-o", str(out), "--customizations", str(custom),
-            "--encoder-config", str(config), "--encoder", "software"]  # fmt: skip
+    argv = [*velocity_command(), "render", str(tpl), "-o", str(out),
+            "--customizations", str(custom), "--encoder-config", str(config),
+            "--encoder", "software"]  # fmt: skip
     if cache is not None:
         argv += ["--cache-dir", str(cache)]
     wall, cpu, _ = timed(argv)
@@ -177,88 +174,40 @@ def identical(a: Path, b: Path) -> bool:
     return True
 
 
-def _port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def service_renders(tpl: Path, work: Path, names: list[str], uncached: int) -> list[str]:
     """Render through ``velocity serve``; returns the report's table rows."""
-    import os
     import tempfile
-
-    import httpx
 
     root = Path(tempfile.mkdtemp(prefix="velocity-segcache-", dir=work))
     archive = Path(shutil.make_archive(str(root / "template"), "zip", tpl))
-    port = _port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VELOCITY_")}
-    env.update(
-        VELOCITY_DATABASE_URL=f"sqlite+aiosqlite:///{root}/velocity.db",
-        VELOCITY_STORAGE_DIR=str(root / "storage"),
-        VELOCITY_PORT=str(port),
-        VELOCITY_WORKER_THREADS="1",
-        VELOCITY_ENCODER="software",
-        VELOCITY_CHUNK_FRAMES="0",
-    )
-    velocity = _velocity()
-    created = subprocess.run(
-        [*velocity, "user", "create", "bench"], env=env, capture_output=True, text=True, check=True
-    )
-    key = created.stdout.strip().splitlines()[-1]
-    server = subprocess.Popen(
-        [*velocity, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    headers = {"X-API-Key": key}
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
-            deadline = time.monotonic() + 60
+    with velocity_serve(root, VELOCITY_WORKER_THREADS="1") as served:
+        c, headers = served.client, served.headers
+        tid = upload_template(served, archive)
+
+        def one(name: str, cache: bool) -> tuple[float, float, int]:
+            body = {
+                "templateId": tid,
+                "name": name,
+                "encoderConfig": {**ENCODER, "bitrate": 8_000_000},
+                "customizationMap": [
+                    {"layerId": "name", "text": f"Hello {name}"},
+                    {"layerId": "endcard", "text": f"See you soon, {name}"},
+                ],
+                "cache": cache,
+            }
+            t0 = time.perf_counter()
+            rid = c.post("/render", json=body, headers=headers).json()["renderId"]
             while True:
-                try:
-                    c.get("/health")
+                status = c.get(f"/render/{rid}/status", params={"wait": 20}, headers=headers).json()
+                if status["status"] in ("completed", "failed", "cancelled"):
                     break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-            with archive.open("rb") as fh:
-                up = c.post("/template/upload", files={"file": ("t.zip", fh)}, headers=headers)
-            tid = up.json()["templateId"]
-            while c.get(f"/template/{tid}/status", headers=headers).json()["status"] != "completed":
-                time.sleep(0.5)
+            if status["status"] != "completed":
+                raise SystemExit(f"service render {name}: {status}")
+            wall = time.perf_counter() - t0
+            return wall, status["renderTimeMilliseconds"] / 1000, status["cachedFrames"]
 
-            def one(name: str, cache: bool) -> tuple[float, float, int]:
-                body = {
-                    "templateId": tid,
-                    "name": name,
-                    "encoderConfig": {**ENCODER, "bitrate": 8_000_000},
-                    "customizationMap": [
-                        {"layerId": "name", "text": f"Hello {name}"},
-                        {"layerId": "endcard", "text": f"See you soon, {name}"},
-                    ],
-                    "cache": cache,
-                }
-                t0 = time.perf_counter()
-                rid = c.post("/render", json=body, headers=headers).json()["renderId"]
-                while True:
-                    status = c.get(
-                        f"/render/{rid}/status", params={"wait": 20}, headers=headers
-                    ).json()
-                    if status["status"] in ("completed", "failed", "cancelled"):
-                        break
-                if status["status"] != "completed":
-                    raise SystemExit(f"service render {name}: {status}")
-                wall = time.perf_counter() - t0
-                return wall, status["renderTimeMilliseconds"] / 1000, status["cachedFrames"]
-
-            cached = [one(n, True) for n in names]
-            fresh = [one(n, False) for n in names[:uncached]]
-    finally:
-        server.terminate()
-        server.wait(60)
+        cached = [one(n, True) for n in names]
+        fresh = [one(n, False) for n in names[:uncached]]
     warm = cached[1:] or cached
 
     def med(values: list[tuple[float, float, int]], k: int) -> float:
