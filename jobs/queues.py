@@ -26,7 +26,7 @@ WEBHOOK_ACTOR = "deliver_render_webhook"
 
 # Imported by ``jobs.broker.setup_broker`` once the broker exists (declaring an actor binds
 # it to the global broker).
-ACTOR_MODULES = ("jobs.actors.library", "jobs.renders.actors")
+ACTOR_MODULES = ("jobs.library.actors", "jobs.renders.actors")
 
 # Imported once by the render child processes' forkserver, so each child starts with the
 # renderer and the modules of the work functions an attempt sends it (none declares actors).

@@ -15,11 +15,11 @@ from api.errors import BadRequest, NotFound
 from api.schemas.common import MessageResponse, error_responses, upload_body
 from api.schemas.library import AssetStatusDto, AssetUploaded
 from api.uploads import commit_and_remove, display_name, receive_upload, reserve_upload
+from jobs.library import store as library
 from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, Asset, new_id
 from jobs.queues import ASSET_ACTOR
 from jobs.renders import queries as render_store
-from jobs.store import library
 
 router = APIRouter(prefix="/asset", tags=["assets"], responses=error_responses(401, "default"))
 _EXT_RE = re.compile(r"^\.[a-z0-9]{1,5}$")

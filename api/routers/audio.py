@@ -22,11 +22,11 @@ from api.schemas.common import (
 from api.schemas.library import AudioDto, AudioJobDto, AudioListItem, AudioUploaded
 from api.signing import AudioDownloadUser
 from api.uploads import commit_and_remove, display_name, receive_upload, reserve_upload
+from jobs.library import store as library
 from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, AudioGroup, JobStatus, new_id
 from jobs.queues import AUDIO_ACTOR
 from jobs.renders import queries as render_store
-from jobs.store import library
 
 router = APIRouter(tags=["audio"], responses=error_responses(401, "default"))
 

@@ -19,9 +19,9 @@ from api.schemas.library import (
     AudioUploaded,
 )
 from api.uploads import commit_and_remove
+from jobs.library import store as library
 from jobs.models import AudioGroup
 from jobs.renders import queries as render_store
-from jobs.store import library
 
 router = APIRouter(
     prefix="/audio-asset-group", tags=["audio groups"], responses=error_responses(401, "default")

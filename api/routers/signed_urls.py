@@ -13,9 +13,9 @@ from api.deps import SessionDep, UserDep
 from api.errors import NotFound
 from api.schemas.common import ApiModel, UtcDateTime, error_responses, examples
 from api.signing import DEFAULT_TTL_S, MAX_TTL_S, SecretDep, sign_download
+from jobs.library import store as library
 from jobs.models import JobStatus
 from jobs.renders import queries as render_queries
-from jobs.store import library
 
 router = APIRouter(tags=["signed URLs"], responses=error_responses(400, 401, 404, "default"))
 

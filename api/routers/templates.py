@@ -32,12 +32,12 @@ from api.schemas.library import (
 )
 from api.signing import TemplateDownloadUser
 from api.uploads import commit_and_remove, display_name, receive_upload, reserve_upload
+from jobs.library import store as library
 from jobs.messages import enqueue
 from jobs.models import ACTIVE_STATUSES, JobStatus, Template, new_id
 from jobs.queues import TEMPLATE_ACTOR
 from jobs.quota import storage_status
 from jobs.renders import queries as render_store
-from jobs.store import library
 
 router = APIRouter(
     prefix="/template", tags=["templates"], responses=error_responses(401, "default")

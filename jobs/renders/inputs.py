@@ -17,12 +17,12 @@ from typing import Any
 
 from jobs.db import Database
 from jobs.failures import JobFailure
+from jobs.library import store as library
 from jobs.models.render import Render
 from jobs.renders import queries
 from jobs.renders.attempt import Control
 from jobs.settings import Settings
 from jobs.storage import Storage
-from jobs.store import library
 
 
 def tmp_output(storage: Storage, render_id: uuid.UUID, attempt: int) -> Path:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs import budget, quota, webhooks
 from jobs.errors import Refused, bad_request
+from jobs.library import store as library
 from jobs.messages import enqueue
 from jobs.models.account import User
 from jobs.models.base import JobStatus, utcnow
@@ -26,7 +27,6 @@ from jobs.renders.base import (
     ACTIVE,
 )
 from jobs.settings import Settings
-from jobs.store import library
 from renderer.encode.config import EncoderConfig, resolve_frame_range
 from renderer.errors import InvalidCustomization, InvalidEncoderConfig, InvalidFrameRange
 from renderer.template.customize import validate_customizations

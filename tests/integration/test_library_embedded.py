@@ -477,9 +477,10 @@ async def test_startup_recovery_runs_jobs_that_were_never_sent(
     from api.app import build_service, create_app
     from api.auth import issue_key
     from jobs.db import run_migrations
+    from jobs.library import store as library
     from jobs.models import new_id
     from jobs.quota import reserve_storage
-    from jobs.store import accounts, library
+    from jobs.store import accounts
 
     settings = settings_factory()
     run_migrations(settings.database_url)

@@ -48,7 +48,7 @@ def test_a_full_disk_is_recognised_however_wrapped() -> None:
 
 
 def test_library_jobs_record_a_full_disk_as_storage_full() -> None:
-    from jobs.actors.library import _failure_from
+    from jobs.library.actors import _failure_from
 
     failure = _failure_from(OSError(errno.ENOSPC, "No space left"), "extracting the ZIP")
     assert failure.code == STORAGE_FULL and "disk space" in failure.reason
