@@ -200,7 +200,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if frames is not None:
                 from renderer.encode.config import resolve_frame_range
 
-                span = resolve_frame_range(frames[0], frames[1], loaded.template.frames)
+                try:
+                    span = resolve_frame_range(frames[0], frames[1], loaded.template.frames)
+                except InvalidFrameRange as exc:
+                    raise _UsageError(f"--frames {args.frames}: {exc}") from None
             if args.cache_dir is not None:
                 from renderer.segments import SpanCache, render_segmented
 

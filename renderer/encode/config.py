@@ -402,22 +402,30 @@ def resolve_frame_range(
     ``f_start`` defaults to 0 and ``f_end`` to ``total_frames``.
 
     Raises:
-        InvalidFrameRange: ``start >= end``, or either bound lies outside ``[0, total]``.
+        InvalidFrameRange: ``start >= end``, or either bound lies outside ``[0, total]``;
+            its ``problem``, ``start``, ``end`` and ``total`` let a caller reword it.
     """
     start = 0 if f_start is None else f_start
     end = total_frames if f_end is None else f_end
+    where = {"start": start, "end": end, "total": total_frames}
     if start < 0 or start > total_frames:
         raise InvalidFrameRange(
-            f"jobInfo.fStart {start} lies outside the template's frames 0..{total_frames}"
+            f"start frame {start} lies outside the template's frames 0..{total_frames}",
+            problem="start",
+            **where,
         )
     if end < 0 or end > total_frames:
         raise InvalidFrameRange(
-            f"jobInfo.fEnd {end} lies outside the template's frames 0..{total_frames} "
-            f"(the range is half-open: fEnd {total_frames} renders to the last frame)"
+            f"end frame {end} lies outside the template's frames 0..{total_frames} "
+            f"(the range is half-open: end frame {total_frames} renders to the last frame)",
+            problem="end",
+            **where,
         )
     if start >= end:
         raise InvalidFrameRange(
-            f"jobInfo.fStart ({start}) must be less than jobInfo.fEnd ({end}); the range "
-            f"[fStart, fEnd) is half-open"
+            f"the start frame ({start}) must be less than the end frame ({end}); the range "
+            f"[start, end) is half-open",
+            problem="order",
+            **where,
         )
     return start, end

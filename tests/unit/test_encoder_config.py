@@ -214,12 +214,45 @@ def test_frame_range_is_half_open() -> None:
     [
         (10, 10, "less than"),
         (20, 10, "less than"),
-        (-1, 10, "fStart -1"),
-        (0, 301, "fEnd 301"),
-        (301, None, "fStart 301"),
+        (-1, 10, "start frame -1"),
+        (0, 301, "end frame 301"),
+        (301, None, "start frame 301"),
         (300, None, "less than"),
     ],
 )
 def test_bad_frame_ranges_are_refused(start: int, end: int | None, needle: str) -> None:
     with pytest.raises(InvalidFrameRange, match=needle):
         resolve_frame_range(start, end, 300)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "api"),
+    [
+        (-1, 10, "jobInfo.fStart -1 lies outside the template's frames 0..300"),
+        (
+            0,
+            301,
+            "jobInfo.fEnd 301 lies outside the template's frames 0..300 (the range is "
+            "half-open: fEnd 300 renders to the last frame)",
+        ),
+        (
+            20,
+            10,
+            "jobInfo.fStart (20) must be less than jobInfo.fEnd (10); the range [fStart, fEnd) "
+            "is half-open",
+        ),
+    ],
+)
+def test_frame_range_refusals_are_worded_by_each_side(start: int, end: int, api: str) -> None:
+    """The renderer speaks of start and end frames; the API words the same refusal as the
+    request field (``jobInfo.fStart``), byte for byte what it always answered."""
+    import pickle
+
+    from jobs.renders.submission import frame_range_message
+
+    with pytest.raises(InvalidFrameRange) as info:
+        resolve_frame_range(start, end, 300)
+    assert "jobInfo" not in str(info.value) and "fStart" not in str(info.value)
+    assert frame_range_message(info.value) == api
+    # Renders run in child processes: the details cross back through pickle.
+    assert frame_range_message(pickle.loads(pickle.dumps(info.value))) == api
