@@ -71,10 +71,10 @@ def segmentable(config: EncoderConfig, preference: EncoderPreference) -> bool:
     """
     import av
 
-    from renderer.encode.config import CBR
+    from renderer.encode.config import RateControl
     from renderer.encode.encoder import NVENC_ENCODERS, nvenc_opens
 
-    if config.rate_control == CBR or preference == "nvenc":
+    if config.rate_control == RateControl.CBR or preference == "nvenc":
         return False
     if preference == "software":
         return True

@@ -26,7 +26,7 @@ from jobs.renders.base import (
     bad_request,
 )
 from jobs.settings import Settings
-from renderer.encode.config import EncoderConfig
+from renderer.encode.config import Codec, EncoderConfig
 from renderer.errors import InvalidCustomization, InvalidEncoderConfig, InvalidFrameRange
 from renderer.plan import OutputPlan
 from renderer.template.customize import asset_kind_for_layer, validate_customizations
@@ -38,7 +38,7 @@ MAX_BATCH = 100
 WEBHOOK_RESOLVE_TIMEOUT_S = 3.0
 MIN_ESTIMATE_MS = 1000
 # Rough software cost per output pixel (ns) by codec, used only for the budget estimate.
-_NS_PER_PIXEL = {0: 25, 1: 70, 2: 50}
+_NS_PER_PIXEL = {Codec.H264: 25, Codec.H265: 70, Codec.AV1: 50}
 _AUDIO_BITRATE = 192_000
 _CONTAINER_OVERHEAD = 64 * 1024
 

@@ -12,11 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from renderer.encode.config import (
-    CBR,
-    CQP,
-    CRF,
-    VBR,
+    Codec,
     EncoderConfig,
+    RateControl,
     level_name,
     probe_level,
     resolve_frame_range,
@@ -46,8 +44,8 @@ def test_camel_case_wire_names_and_defaults() -> None:
     )
     assert config.fps_num == 30000 and config.fps_denum == 1001
     assert config.res == (1280, 720)
-    assert config.codec == 0 and config.preset == 3
-    assert config.rate_control == VBR
+    assert config.codec is Codec.H264 and config.preset == 3
+    assert config.rate_control is RateControl.VBR
     dumped = config.model_dump(by_alias=True, exclude_none=True)
     assert dumped["fpsNum"] == 30000 and dumped["fpsDenum"] == 1001
 
@@ -61,17 +59,40 @@ def test_config_is_frozen() -> None:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({}, CRF),
-        ({"bitrate": 1_000_000}, VBR),
-        ({"bitrate": 0}, CRF),
-        ({"qp": 20}, CQP),
-        ({"crf": 20}, CRF),
-        ({"rc": 0, "bitrate": 1_000_000}, CBR),
-        ({"rc": 2, "bitrate": 1_000_000}, CQP),
+        ({}, RateControl.CRF),
+        ({"bitrate": 1_000_000}, RateControl.VBR),
+        ({"bitrate": 0}, RateControl.CRF),
+        ({"qp": 20}, RateControl.CQP),
+        ({"crf": 20}, RateControl.CRF),
+        ({"rc": 0, "bitrate": 1_000_000}, RateControl.CBR),
+        ({"rc": 2, "bitrate": 1_000_000}, RateControl.CQP),
     ],
 )
-def test_effective_rate_control(fields: dict[str, Any], expected: int) -> None:
-    assert EncoderConfig.parse(fields).rate_control == expected
+def test_effective_rate_control(fields: dict[str, Any], expected: RateControl) -> None:
+    assert EncoderConfig.parse(fields).rate_control is expected
+
+
+def test_codec_and_rc_are_enums_sent_as_their_numbers() -> None:
+    config = EncoderConfig.parse({"codec": 1, "rc": 3})
+    assert config.codec is Codec.H265 and config.rc is RateControl.CRF
+    assert config.codec.label == "H.265"
+    assert config.model_dump(mode="json")["codec"] == 1
+    assert (
+        config.model_dump_json(by_alias=True, exclude_none=True) == '{"codec":1,"preset":3,"rc":3}'
+    )
+    # Validated as the literal numbers: no lax string coercion, the same message as before.
+    for field, bad, legal in (("codec", "1", "0, 1 or 2"), ("rc", 4, "0, 1, 2 or 3")):
+        with pytest.raises(InvalidEncoderConfig) as info:
+            EncoderConfig.parse({field: bad})
+        assert str(info.value) == f"encoderConfig.{field}: Input should be {legal}"
+    schema = EncoderConfig.model_json_schema(by_alias=True)
+    assert "$defs" not in schema
+    assert schema["properties"]["codec"] == {
+        "default": 0,
+        "enum": [0, 1, 2],
+        "title": "Codec",
+        "type": "integer",
+    }
 
 
 def test_quantiser_defaults() -> None:
@@ -190,9 +211,9 @@ def test_size_and_rate_beyond_the_level_are_refused(
 
 def test_level_numbering_helpers() -> None:
     assert level_name(41) == "4.1" and level_name(9) == "1b"
-    assert probe_level(0, 41) == 41
-    assert probe_level(1, 123) == 41  # HEVC general_level_idc = 30 × level
-    assert probe_level(2, 9) == 41  # AV1 seq_level_idx: (4 - 2) × 4 + 1
+    assert probe_level(Codec.H264, 41) == 41
+    assert probe_level(Codec.H265, 123) == 41  # HEVC general_level_idc = 30 × level
+    assert probe_level(Codec.AV1, 9) == 41  # AV1 seq_level_idx: (4 - 2) × 4 + 1
 
 
 # --- frame ranges ----------------------------------------------------------------------------
