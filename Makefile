@@ -50,7 +50,8 @@ test: $(STAMP_DEV) system-deps
 check: $(STAMP_DEV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q tests/unit/test_import_direction.py tests/unit/test_import_cycles.py
+	$(BIN)/python -m pytest -q tests/unit/test_import_direction.py tests/unit/test_import_cycles.py \
+		tests/unit/test_light_imports.py
 
 bench: $(STAMP_BENCH) system-deps
 	$(BIN)/python bench/run.py --repeat 2

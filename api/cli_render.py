@@ -234,8 +234,12 @@ def _render(args: argparse.Namespace, bar: _ProgressBar, workdirs: list[Path]) -
     span: tuple[int, int] | None = None
     if frames is not None:
         from renderer.encode.config import resolve_frame_range
+        from renderer.errors import InvalidFrameRange
 
-        span = resolve_frame_range(frames[0], frames[1], loaded.template.frames)
+        try:
+            span = resolve_frame_range(frames[0], frames[1], loaded.template.frames)
+        except InvalidFrameRange as exc:
+            raise _UsageError(f"--frames {args.frames}: {exc}") from None
     options: dict[str, Any] = {
         "customizations": customizations,
         "encoder": config,

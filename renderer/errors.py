@@ -45,9 +45,31 @@ class InvalidEncoderConfig(RendererError, ValueError):
 
 
 class InvalidFrameRange(RendererError, ValueError):
-    """A ``[fStart, fEnd)`` range is empty or outside the composition."""
+    """A half-open template frame range ``[start, end)`` is empty or outside the
+    composition.
+
+    ``problem`` says which rule it broke, so a caller can word it in its own terms (the API
+    speaks of ``jobInfo.fStart``): ``start`` or ``end`` (that bound lies outside
+    ``[0, total]``), ``order`` (start is not before end), ``no_output`` (no output frame
+    falls in the range), ``outside`` (a part outside its render's range), or ``""``.
+    """
 
     code = "invalid_frame_range"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        problem: str = "",
+        start: int | None = None,
+        end: int | None = None,
+        total: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.problem, self.start, self.end, self.total = problem, start, end, total
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_invalid_frame_range, (str(self), self.problem, self.start, self.end, self.total))
 
 
 class EncoderUnavailable(RendererError, RuntimeError):
@@ -93,3 +115,9 @@ class OutputTooLarge(RendererError):
 
 def _output_too_large(message: str, limit: int, written: int) -> OutputTooLarge:
     return OutputTooLarge(message, limit=limit, written=written)
+
+
+def _invalid_frame_range(
+    message: str, problem: str, start: int | None, end: int | None, total: int | None
+) -> InvalidFrameRange:
+    return InvalidFrameRange(message, problem=problem, start=start, end=end, total=total)

@@ -12,7 +12,6 @@ success, error and cancellation alike.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import queue
 import shutil
@@ -26,15 +25,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from renderer.compose.compositor import Compositor, LayerPlan
 from renderer.compose.layers import Prefetching, SourceContext, TextFitting, open_source
-from renderer.errors import InvalidFrameRange, InvalidTemplate, OutputTooLarge, RenderCancelled
-from renderer.report import RenderReport, TextFit
+from renderer.errors import InvalidFrameRange, OutputTooLarge, RenderCancelled
+from renderer.plan import OutputPlan
+from renderer.report import STAGES, RenderReport, TextFit
 from renderer.template.customize import customized
 from renderer.template.model import (
     Box,
     CustomizationEntry,
-    LayerTooLarge,
     LoadedTemplate,
-    check_layer_sizes,
     layer_buffer_sizes,
 )
 
@@ -48,23 +46,6 @@ EncoderPreference = Literal["auto", "software", "nvenc"]
 _ENCODE_QUEUE = 6
 _BT709 = 1  # AVCOL_SPC_BT709
 _LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG
-
-
-def output_times(
-    f_start: int, f_end: int, template_fps: Fraction, output_fps: Fraction
-) -> tuple[int, list[float]]:
-    """Composition times (seconds) of the output frames covering template frames
-    ``[f_start, f_end)``, and the global index of the first.
-
-    Output frame k sits at k / output_fps; a range takes the frames whose time falls in
-    ``[f_start, f_end) / template_fps``. Ranges that tile the composition therefore tile the
-    output frames exactly, whatever the two rates, which chunked renders rely on.
-    """
-    start = Fraction(f_start) / template_fps
-    end = Fraction(f_end) / template_fps
-    k0 = math.ceil(start * output_fps)
-    k1 = math.ceil(end * output_fps)
-    return k0, [float(Fraction(k) / output_fps) for k in range(k0, k1)]
 
 
 def _stop_if(should_cancel: Callable[[], bool] | None, where: str) -> None:
@@ -84,11 +65,7 @@ def _layer_plans(
     width, height = size
     tpl = loaded.template
     rx, ry = width / tpl.width, height / tpl.height
-    try:
-        # Validation checked the template's own size; a larger ``res`` scales every box.
-        check_layer_sizes(tpl, width, height)
-    except LayerTooLarge as err:
-        raise InvalidTemplate(str(err)) from err
+    # The output plan checked the boxes at this size (a larger ``res`` scales every box).
     buffers = layer_buffer_sizes(tpl, width, height)
     plans: list[LayerPlan] = []
     try:
@@ -233,6 +210,7 @@ def render(
     customizations: Sequence[CustomizationEntry] = (),
     encoder: EncoderConfig | None = None,
     frames: tuple[int, int] | None = None,
+    plan: OutputPlan | None = None,
     extra_audio: Path | None = None,
     encoder_preference: EncoderPreference = "auto",
     on_progress: Callable[[int, int], None] | None = None,
@@ -249,7 +227,9 @@ def render(
             local ``src`` paths).
         encoder: output codec, rate control, size (``res``: the composition is rendered at
             that size) and frame rate (the template is sampled at the output times).
-        frames: template frame range ``(fStart, fEnd)``, half-open; None for all.
+        frames: template frame range ``(start, end)``, half-open; None for all.
+        plan: the output plan when the caller has one (a chunk or span of a larger render);
+            it replaces ``encoder`` and ``frames``, which must then be None.
         extra_audio: a further track (the API's ``audioId``), mixed with the template's.
         encoder_preference: ``auto`` uses NVENC when it opens, else software.
         on_progress: called as ``(frames_done, frames_total)`` from this thread.
@@ -270,78 +250,122 @@ def render(
         InvalidEncoderConfig: the config does not fit the output size/rate.
         InvalidFrameRange: ``frames`` is empty or outside the composition.
         EncoderUnavailable: ``nvenc`` was demanded and cannot be opened.
-        UnsupportedMedia / InvalidTemplate: a layer's media cannot be read.
+        UnsupportedMedia / InvalidTemplate: a layer's media cannot be read, or a layer is
+            too large at the output size.
         RenderCancelled: ``should_cancel`` answered True; nothing is left at ``out``.
         OutputTooLarge: the output would pass ``max_output_bytes``; nothing is left at
             ``out``.
     """
-    from renderer.encode.config import EncoderConfig, resolve_frame_range
-    from renderer.encode.encoder import VideoEncoder, plane_arrays
-
     wall0 = time.perf_counter()
     _stop_if(should_cancel, "before it started")
     loaded = customized(template, customizations)
-    tpl = loaded.template
-    config = encoder if encoder is not None else EncoderConfig()
-    width, height = config.output_size(tpl.width, tpl.height)
-    fps_t = tpl.fps_fraction
-    fps_out = config.output_fps(fps_t)
-    config.validate_combination(width, height, fps_out)
-    if frames is None:
-        f0, f1 = 0, tpl.frames
-    else:
-        f0, f1 = resolve_frame_range(frames[0], frames[1], tpl.frames)
-    k0, times = output_times(f0, f1, fps_t, fps_out)
-    if not times:
-        raise InvalidFrameRange(
-            f"frames [{f0}, {f1}) contain no output frame at {float(fps_out):.3f} fps"
-        )
-    total = len(times)
-    start_s = float(Fraction(k0) / fps_out)
-    duration_s = float(Fraction(total) / fps_out)
+    plan = _output_plan(loaded, encoder, frames, plan)
+    with _Job(loaded, plan, Path(out), should_cancel) as job:
+        job.open_layers()
+        if audio:
+            job.start_audio_mix(extra_audio)
+        _stop_if(should_cancel, "before the first frame")
+        video = job.encode_video(encoder_preference, max_output_bytes, on_progress)
+        has_audio = job.write_output(max_output_bytes, video.frames)
+        return job.report(video, has_audio, time.perf_counter() - wall0)
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    stages = {
-        "decode": 0.0,
-        "composite": 0.0,
-        "convert": 0.0,
-        "encode": 0.0,
-        "audio": 0.0,
-        "mux": 0.0,
-    }
-    plans: list[LayerPlan] = []
-    compositor: Compositor | None = None
-    mixer: _AudioThread | None = None
-    try:
-        plans = _layer_plans(loaded, (width, height), f0, f1, should_cancel)
-        compositor = Compositor(width, height, tpl.background, plans, fps_t)
-        for index, (layer_times, mode) in compositor.schedule(times).items():
-            source = plans[index].source
+
+def _output_plan(
+    loaded: LoadedTemplate,
+    encoder: EncoderConfig | None,
+    frames: tuple[int, int] | None,
+    plan: OutputPlan | None,
+) -> OutputPlan:
+    if plan is not None:
+        if encoder is not None or frames is not None:
+            raise TypeError("render() takes a plan or encoder/frames, not both")
+        return plan
+    return OutputPlan.of(loaded.template, encoder, frames)
+
+
+class _Job:
+    """One render's working state: its scratch folder, the opened layers, the compositor and
+    the audio mix, all released on the way out whatever happened."""
+
+    def __init__(
+        self,
+        loaded: LoadedTemplate,
+        plan: OutputPlan,
+        out: Path,
+        should_cancel: Callable[[], bool] | None,
+    ) -> None:
+        self.loaded, self.plan, self.out, self.should_cancel = loaded, plan, out, should_cancel
+        self.stages = dict.fromkeys(STAGES, 0.0)
+        self.plans: list[LayerPlan] = []
+        self.compositor: Compositor | None = None
+        self.mixer: _AudioThread | None = None
+        self.text_fits: list[TextFit] = []
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+
+    def __enter__(self) -> _Job:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.mixer is not None:
+            self.mixer.wait()
+        if self.compositor is not None:
+            self.compositor.close()
+        else:
+            for plan in self.plans:
+                plan.source.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def open_layers(self) -> None:
+        """Open the layers on screen in the range and tell each video layer which frames
+        to decode ahead."""
+        plan, tpl = self.plan, self.loaded.template
+        self.plans = _layer_plans(
+            self.loaded, plan.size, plan.f_start, plan.f_end, self.should_cancel
+        )
+        self.compositor = Compositor(
+            plan.width, plan.height, tpl.background, self.plans, plan.template_fps
+        )
+        for index, (layer_times, mode) in self.compositor.schedule(plan.times()).items():
+            source = self.plans[index].source
             if isinstance(source, Prefetching):
                 source.schedule(layer_times, "yuv" if mode == "yuv" else "rgba")
-        text_fits: list[TextFit] = [
-            p.source.text_fit for p in plans if isinstance(p.source, TextFitting)
+        self.text_fits = [
+            p.source.text_fit for p in self.plans if isinstance(p.source, TextFitting)
         ]
-        if audio:
-            mixer = _AudioThread(loaded, extra_audio, start_s, duration_s, tmp / "audio.m4a")
-        video_path = tmp / "video.mp4"
-        composite_s = 0.0
-        _stop_if(should_cancel, "before the first frame")
+
+    def start_audio_mix(self, extra_audio: Path | None) -> None:
+        """Mix the range's sound on its own thread while the frames are drawn."""
+        plan = self.plan
+        self.mixer = _AudioThread(
+            self.loaded, extra_audio, plan.start_s, plan.duration_s, self.tmp / "audio.m4a"
+        )
+
+    def encode_video(
+        self,
+        preference: EncoderPreference,
+        max_bytes: int | None,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> Any:
+        """Composite every output frame into the encoder; returns the encoder's info."""
+        from renderer.encode.encoder import VideoEncoder, plane_arrays
+
+        plan, compositor = self.plan, self.compositor
+        assert compositor is not None
+        total, composite_s = plan.frames, 0.0
         with VideoEncoder(
-            video_path,
-            width,
-            height,
-            fps_out,
-            config,
-            encoder_preference,
-            max_bytes=max_output_bytes,
+            self.tmp / "video.mp4",
+            plan.width,
+            plan.height,
+            plan.fps,
+            plan.encoder,
+            preference,
+            max_bytes=max_bytes,
         ) as video:
             feeder = _EncodeThread(video)
             try:
-                for n, t in enumerate(times):
-                    if should_cancel is not None and should_cancel():
+                for n, t in enumerate(plan.times()):
+                    if self.should_cancel is not None and self.should_cancel():
                         raise RenderCancelled(f"render cancelled after {n} of {total} frames")
                     frame = video.new_frame()
                     # What the compositor writes (the stream's VUI tags are the encoder's).
@@ -359,57 +383,59 @@ def render(
                 raise
             t0 = time.perf_counter()
             video.close()  # flush: x264 still holds its lookahead frames
-            flush_s = time.perf_counter() - t0
-        info = video.info
-        stages["encode"] = feeder.seconds + flush_s
+            self.stages["encode"] = feeder.seconds + time.perf_counter() - t0
+        self._add_source_timings(compositor, composite_s)
+        return video.info
+
+    def _add_source_timings(self, compositor: Compositor, composite_s: float) -> None:
+        # Time spent waiting on a layer's decoder is inside composite_s but is not compositing.
         source_wait = 0.0
-        for plan in plans:
+        for plan in self.plans:
             if isinstance(plan.source, Prefetching):
                 timings = plan.source.timings()
-                stages["decode"] += timings.get("decode", 0.0)
-                stages["convert"] += timings.get("convert", 0.0)
+                self.stages["decode"] += timings.get("decode", 0.0)
+                self.stages["convert"] += timings.get("convert", 0.0)
                 source_wait += timings.get("wait", 0.0)
-        stages["convert"] += compositor.timings["convert"]
-        stages["composite"] = max(0.0, composite_s - compositor.timings["convert"] - source_wait)
-        if mixer is None:
+        convert_s = compositor.timings["convert"]
+        self.stages["convert"] += convert_s
+        self.stages["composite"] = max(0.0, composite_s - convert_s - source_wait)
+
+    def write_output(self, max_bytes: int | None, frames: int) -> bool:
+        """Mux the video with the mixed sound (if any) and move the result to ``out``;
+        returns whether it has an audio stream."""
+        video_path = self.tmp / "video.mp4"
+        if self.mixer is None:
             # A chunk: the encoder's file is already the video-only MP4 the joiner wants.
-            has_audio = False
-            check_output_size(video_path, max_output_bytes, info.frames)
-            os.replace(video_path, out)
-        else:
-            has_audio = mixer.join(should_cancel)
-            stages["audio"] = mixer.seconds
+            check_output_size(video_path, max_bytes, frames)
+            os.replace(video_path, self.out)
+            return False
+        has_audio = self.mixer.join(self.should_cancel)
+        self.stages["audio"] = self.mixer.seconds
 
-            from renderer.encode.mux import mux
+        from renderer.encode.mux import mux
 
-            t0 = time.perf_counter()
-            muxed = tmp / "muxed.mp4"
-            mux(video_path, tmp / "audio.m4a" if has_audio else None, muxed)
-            check_output_size(muxed, max_output_bytes, info.frames)
-            os.replace(muxed, out)
-            stages["mux"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        muxed = self.tmp / "muxed.mp4"
+        mux(video_path, self.tmp / "audio.m4a" if has_audio else None, muxed)
+        check_output_size(muxed, max_bytes, frames)
+        os.replace(muxed, self.out)
+        self.stages["mux"] = time.perf_counter() - t0
+        return has_audio
+
+    def report(self, video: Any, has_audio: bool, wall_s: float) -> RenderReport:
         return RenderReport(
-            frames=info.frames,
-            width=width,
-            height=height,
-            fps=fps_out,
-            encoder=info.name,
-            hardware=info.hardware,
-            wall_s=time.perf_counter() - wall0,
-            output_bytes=out.stat().st_size,
-            stages_s=stages,
-            text_fits=text_fits,
+            frames=video.frames,
+            width=self.plan.width,
+            height=self.plan.height,
+            fps=self.plan.fps,
+            encoder=video.name,
+            hardware=video.hardware,
+            wall_s=wall_s,
+            output_bytes=self.out.stat().st_size,
+            stages_s=self.stages,
+            text_fits=self.text_fits,
             has_audio=has_audio,
         )
-    finally:
-        if mixer is not None:
-            mixer.wait()
-        if compositor is not None:
-            compositor.close()
-        else:
-            for plan in plans:
-                plan.source.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check_output_size(path: Path, limit: int | None, frames: int) -> None:

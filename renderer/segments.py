@@ -37,6 +37,7 @@ from renderer.template.model import CustomizationEntry, LoadedTemplate
 
 if TYPE_CHECKING:
     from renderer.encode.config import EncoderConfig
+    from renderer.plan import OutputPlan
     from renderer.render import EncoderPreference
 
 # Bumped whenever the bytes a span renders to could change for the same key: the renderer's
@@ -70,10 +71,10 @@ def segmentable(config: EncoderConfig, preference: EncoderPreference) -> bool:
     """
     import av
 
-    from renderer.encode.config import CBR
+    from renderer.encode.config import RateControl
     from renderer.encode.encoder import NVENC_ENCODERS, nvenc_opens
 
-    if config.rate_control == CBR or preference == "nvenc":
+    if config.rate_control == RateControl.CBR or preference == "nvenc":
         return False
     if preference == "software":
         return True
@@ -106,36 +107,22 @@ def _drawn(loaded: LoadedTemplate, layer_id: str, t_s: float) -> bool:
 
 
 def plan_spans(
-    loaded: LoadedTemplate,
-    customizations: Sequence[CustomizationEntry],
-    encoder: EncoderConfig | None,
-    frames: tuple[int, int],
+    loaded: LoadedTemplate, customizations: Sequence[CustomizationEntry], plan: OutputPlan
 ) -> list[Span]:
-    """Split the template frame range ``frames`` into GOP-aligned spans, static where no
-    customised layer is drawn in any of the span's output frames.
+    """Split ``plan``'s range into GOP-aligned spans, static where no customised layer is
+    drawn in any of the span's output frames.
 
     Adjacent GOPs of the same kind are merged, so a render alternates static and dynamic
     spans. Keyframes stay where a single render puts them (every ``gop`` output frames from
     the range's first frame), because every span starts on a GOP boundary.
     """
-    from renderer.encode.concat import chunk_ranges
-    from renderer.encode.config import EncoderConfig
-    from renderer.render import output_times
-
-    config = encoder if encoder is not None else EncoderConfig()
-    fps_t = loaded.template.fps_fraction
-    fps_out = config.output_fps(fps_t)
-    gop = config.effective_gop(fps_out)
     dynamic = _dynamic_layers(loaded, customizations)
     spans: list[Span] = []
-    for f_start, f_end in chunk_ranges(loaded, config, frames, gop):
-        k_start, times = output_times(f_start, f_end, fps_t, fps_out)
-        if not times:
-            continue
-        static = not any(_drawn(loaded, lid, t) for lid in dynamic for t in times)
-        span = Span(f_start, f_end, k_start, k_start + len(times), static)
+    for part in plan.chunks(plan.gop):
+        static = not any(_drawn(loaded, lid, t) for lid in dynamic for t in part.times())
+        span = Span(part.f_start, part.f_end, part.k_start, part.k_end, static)
         if spans and spans[-1].static == static:
-            spans[-1] = replace(spans[-1], f_end=f_end, k_end=span.k_end)
+            spans[-1] = replace(spans[-1], f_end=span.f_end, k_end=span.k_end)
         else:
             spans.append(span)
     return spans
@@ -182,27 +169,25 @@ def _encoder_build(name: str) -> str:
     return json.dumps({"encoder": name, "pyav": av.__version__, "libs": versions})
 
 
-def span_key(
-    loaded: LoadedTemplate,
-    config: EncoderConfig,
-    encoder_name: str,
-    size: tuple[int, int],
-    span: Span,
-) -> str:
-    """The cache key of a static span: a hash of everything that decides its bytes."""
-    fps_t = loaded.template.fps_fraction
-    fps_out = config.output_fps(fps_t)
+def span_key(loaded: LoadedTemplate, plan: OutputPlan, encoder_name: str, span: Span) -> str:
+    """The cache key of a static span of ``plan``: a hash of everything that decides its
+    bytes."""
     material = {
         "format": CACHE_FORMAT,
         "template": template_digest(loaded.root),
-        "encoder": config.model_dump(mode="json"),
+        "encoder": plan.encoder.model_dump(mode="json"),
         "build": _encoder_build(encoder_name),
-        "size": list(size),
-        "fps": [fps_t.numerator, fps_t.denominator, fps_out.numerator, fps_out.denominator],
-        "gop": config.effective_gop(fps_out),
+        "size": list(plan.size),
+        "fps": _rates(plan),
+        "gop": plan.gop,
         "span": [span.f_start, span.f_end, span.k_start, span.k_end],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _rates(plan: OutputPlan) -> list[int]:
+    fps_t, fps_out = plan.template_fps, plan.fps
+    return [fps_t.numerator, fps_t.denominator, fps_out.numerator, fps_out.denominator]
 
 
 # --- the cache ------------------------------------------------------------------------------
@@ -335,12 +320,6 @@ def _sha256(path: Path) -> str:
 # --- rendering in spans ---------------------------------------------------------------------
 
 
-def _software_name(config: EncoderConfig) -> str:
-    from renderer.encode.encoder import SOFTWARE_ENCODERS
-
-    return SOFTWARE_ENCODERS[config.codec]
-
-
 def render_segmented(
     template: LoadedTemplate,
     out: Path,
@@ -367,24 +346,20 @@ def render_segmented(
     The report's ``cached_frames`` counts the output frames that came from the cache and
     ``spans`` lists every span as ``(k_start, k_end, static, cached)``.
     """
-    from renderer.encode.concat import concat_chunks
-    from renderer.encode.config import EncoderConfig, resolve_frame_range
-    from renderer.render import check_output_size, render
+    from renderer.plan import OutputPlan
+    from renderer.render import render
     from renderer.template.customize import validate_customizations
 
     wall0 = time.perf_counter()
-    config = encoder if encoder is not None else EncoderConfig()
-    tpl = template.template
-    f0, f1 = (0, tpl.frames) if frames is None else resolve_frame_range(*frames, tpl.frames)
-    entries = validate_customizations(tpl, customizations)
-    spans = plan_spans(template, entries, config, (f0, f1))
-    if not segmentable(config, encoder_preference) or not any(s.static for s in spans):
+    plan = OutputPlan.of(template.template, encoder, frames)
+    entries = validate_customizations(template.template, customizations)
+    spans = plan_spans(template, entries, plan)
+    if not segmentable(plan.encoder, encoder_preference) or not any(s.static for s in spans):
         return render(
             template,
             out,
             customizations=customizations,
-            encoder=config,
-            frames=(f0, f1),
+            plan=plan,
             extra_audio=extra_audio,
             encoder_preference=encoder_preference,
             on_progress=on_progress,
@@ -392,100 +367,156 @@ def render_segmented(
             audio=audio,
             max_output_bytes=max_output_bytes,
         )
-    common = {
-        "customizations": customizations,
-        "encoder": config,
-        "encoder_preference": "software",
-        "should_cancel": should_cancel,
-    }
-
-    total = sum(s.frames for s in spans)
-    size = config.output_size(tpl.width, tpl.height)
-    name = _software_name(config)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    done = 0
-    used = 0  # bytes of the pieces so far, against max_output_bytes
-    pieces: list[Path] = []
-    records: list[tuple[int, int, bool, bool]] = []
-    reports: list[RenderReport] = []
+    job = _SpanJob(template, plan, cache, customizations, tmp, should_cancel, max_output_bytes)
     try:
-        for index, span in enumerate(spans):
-            if should_cancel is not None and should_cancel():
-                raise RenderCancelled(f"render cancelled after {done} of {total} frames")
-            piece = tmp / f"span-{index:04d}.mp4"
-            key = span_key(template, config, name, size, span) if span.static else None
-            if key is not None and cache is not None and cache.fetch(key, piece):
-                records.append((span.k_start, span.k_end, True, True))
-                left = None if max_output_bytes is None else max_output_bytes - used
-                check_output_size(piece, left, span.frames)
-            else:
-                base = done
-
-                def progress(n: int, _total: int, base: int = base) -> None:
-                    if on_progress is not None:
-                        on_progress(base + n, total)
-
-                report = render(
-                    template,
-                    piece,
-                    frames=(span.f_start, span.f_end),
-                    on_progress=progress,
-                    audio=False,
-                    max_output_bytes=None if max_output_bytes is None else max_output_bytes - used,
-                    **common,  # type: ignore[arg-type]
-                )
-                reports.append(report)
-                if key is not None and cache is not None and report.encoder == name:
-                    cache.store(key, piece)
-                records.append((span.k_start, span.k_end, span.static, False))
-            pieces.append(piece)
-            used += piece.stat().st_size
-            done += span.frames
-            if on_progress is not None:
-                on_progress(done, total)
-        if should_cancel is not None and should_cancel():
-            raise RenderCancelled(f"render cancelled after {done} of {total} frames")
-        t0 = time.perf_counter()
-        joined = tmp / "video.mp4"
-        written = concat_chunks(pieces, joined)
-        mux_s = time.perf_counter() - t0
-        audio_s = 0.0
-        has_audio = False
-        if audio:
-            from renderer.encode.mux import mux
-
-            t0 = time.perf_counter()
-            sound = tmp / "audio.m4a"
-            has_audio = _mixed_audio(
-                template, sound, cache, entries, config, (f0, f1), extra_audio, should_cancel
-            )
-            audio_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            muxed = tmp / "muxed.mp4"
-            mux(joined, sound if has_audio else None, muxed)
-            check_output_size(muxed, max_output_bytes, written)
-            os.replace(muxed, out)
-            mux_s += time.perf_counter() - t0
-        else:
-            check_output_size(joined, max_output_bytes, written)
-            os.replace(joined, out)
+        job.render_spans(spans, on_progress)
+        has_audio = job.write_output(out, entries, extra_audio, audio)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return _merged_report(
-        reports,
-        out=out,
-        name=name,
-        size=size,
-        fps=config.output_fps(tpl.fps_fraction),
-        frames=written,
-        wall_s=time.perf_counter() - wall0,
-        audio_s=audio_s,
-        mux_s=mux_s,
-        has_audio=has_audio,
-        records=records,
-    )
+    return job.report(out, has_audio, time.perf_counter() - wall0)
+
+
+class _SpanJob:
+    """The pieces of one segmented render: each span rendered (or fetched from the cache)
+    into the scratch folder ``tmp``, then joined."""
+
+    def __init__(  # noqa: PLR0917 - the render's own arguments, passed through
+        self,
+        template: LoadedTemplate,
+        plan: OutputPlan,
+        cache: SpanCache | None,
+        customizations: Sequence[CustomizationEntry],
+        tmp: Path,
+        should_cancel: Callable[[], bool] | None,
+        max_output_bytes: int | None,
+    ) -> None:
+        from renderer.encode.encoder import SOFTWARE_ENCODERS
+
+        self.template, self.plan, self.cache = template, plan, cache
+        self.customizations, self.tmp = customizations, tmp
+        self.should_cancel, self.max_output_bytes = should_cancel, max_output_bytes
+        self.name = SOFTWARE_ENCODERS[plan.encoder.codec]
+        self.done = 0
+        self.used = 0  # bytes of the pieces so far, against max_output_bytes
+        self.pieces: list[Path] = []
+        self.records: list[tuple[int, int, bool, bool]] = []
+        self.reports: list[RenderReport] = []
+        self.frames = 0
+        self.audio_s = self.mux_s = 0.0
+
+    def _stop_if_cancelled(self, total: int) -> None:
+        if self.should_cancel is not None and self.should_cancel():
+            raise RenderCancelled(f"render cancelled after {self.done} of {total} frames")
+
+    def _left(self) -> int | None:
+        return None if self.max_output_bytes is None else self.max_output_bytes - self.used
+
+    def render_spans(
+        self, spans: Sequence[Span], on_progress: Callable[[int, int], None] | None
+    ) -> None:
+        """Fill the scratch folder with one piece per span, in order."""
+        from renderer.render import check_output_size
+
+        total = sum(s.frames for s in spans)
+        for index, span in enumerate(spans):
+            self._stop_if_cancelled(total)
+            piece = self.tmp / f"span-{index:04d}.mp4"
+            key = span_key(self.template, self.plan, self.name, span) if span.static else None
+            if key is not None and self.cache is not None and self.cache.fetch(key, piece):
+                self.records.append((span.k_start, span.k_end, True, True))
+                check_output_size(piece, self._left(), span.frames)
+            else:
+                self._render_span(span, piece, key, total, on_progress)
+            self.pieces.append(piece)
+            self.used += piece.stat().st_size
+            self.done += span.frames
+            if on_progress is not None:
+                on_progress(self.done, total)
+        self._stop_if_cancelled(total)
+
+    def _render_span(
+        self,
+        span: Span,
+        piece: Path,
+        key: str | None,
+        total: int,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
+        from renderer.render import render
+
+        def progress(n: int, _total: int, base: int = self.done) -> None:
+            if on_progress is not None:
+                on_progress(base + n, total)
+
+        report = render(
+            self.template,
+            piece,
+            customizations=self.customizations,
+            plan=self.plan.part(span.f_start, span.f_end),
+            encoder_preference="software",
+            on_progress=progress,
+            should_cancel=self.should_cancel,
+            audio=False,
+            max_output_bytes=self._left(),
+        )
+        self.reports.append(report)
+        if key is not None and self.cache is not None and report.encoder == self.name:
+            self.cache.store(key, piece)
+        self.records.append((span.k_start, span.k_end, span.static, False))
+
+    def write_output(
+        self,
+        out: Path,
+        entries: Sequence[CustomizationEntry],
+        extra_audio: Path | None,
+        audio: bool,
+    ) -> bool:
+        """Join the pieces, mix and mux the sound when ``audio``, and move the result to
+        ``out``; returns whether it has an audio stream."""
+        from renderer.encode.concat import concat_chunks
+        from renderer.render import check_output_size
+
+        t0 = time.perf_counter()
+        joined = self.tmp / "video.mp4"
+        self.frames = concat_chunks(self.pieces, joined)
+        self.mux_s = time.perf_counter() - t0
+        if not audio:
+            check_output_size(joined, self.max_output_bytes, self.frames)
+            os.replace(joined, out)
+            return False
+        from renderer.encode.mux import mux
+
+        t0 = time.perf_counter()
+        sound = self.tmp / "audio.m4a"
+        has_audio = _mixed_audio(
+            self.template, sound, self.cache, entries, self.plan, extra_audio, self.should_cancel
+        )
+        self.audio_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        muxed = self.tmp / "muxed.mp4"
+        mux(joined, sound if has_audio else None, muxed)
+        check_output_size(muxed, self.max_output_bytes, self.frames)
+        os.replace(muxed, out)
+        self.mux_s += time.perf_counter() - t0
+        return has_audio
+
+    def report(self, out: Path, has_audio: bool, wall_s: float) -> RenderReport:
+        return _merged_report(
+            self.reports,
+            out=out,
+            name=self.name,
+            size=self.plan.size,
+            fps=self.plan.fps,
+            frames=self.frames,
+            wall_s=wall_s,
+            audio_s=self.audio_s,
+            mux_s=self.mux_s,
+            has_audio=has_audio,
+            records=self.records,
+        )
 
 
 def _mixed_audio(  # noqa: PLR0917 - the render's own arguments, passed through
@@ -493,8 +524,7 @@ def _mixed_audio(  # noqa: PLR0917 - the render's own arguments, passed through
     dest: Path,
     cache: SpanCache | None,
     customizations: Sequence[CustomizationEntry],
-    config: EncoderConfig,
-    frames: tuple[int, int],
+    plan: OutputPlan,
     extra_audio: Path | None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> bool:
@@ -505,15 +535,14 @@ def _mixed_audio(  # noqa: PLR0917 - the render's own arguments, passed through
 
     key = None
     if cache is not None:
-        key = _audio_key(template, customizations, config, frames, extra_audio)
+        key = _audio_key(template, customizations, plan, extra_audio)
         if cache.fetch(key, dest):
             return True
     has_audio = mix_audio(
         template,
         dest,
+        plan,
         customizations=customizations,
-        encoder=config,
-        frames=frames,
         extra_audio=extra_audio,
         should_cancel=should_cancel,
     )
@@ -525,14 +554,10 @@ def _mixed_audio(  # noqa: PLR0917 - the render's own arguments, passed through
 def _audio_key(
     template: LoadedTemplate,
     customizations: Sequence[CustomizationEntry],
-    config: EncoderConfig,
-    frames: tuple[int, int],
+    plan: OutputPlan,
     extra_audio: Path | None,
 ) -> str:
-    tpl = template.template
-    fps_t = tpl.fps_fraction
-    fps_out = config.output_fps(fps_t)
-    video_layers = {layer.id for layer in tpl.layers if layer.type == "video"}
+    video_layers = {layer.id for layer in template.template.layers if layer.type == "video"}
     sounding = []
     for entry in customizations:
         if entry.layer_id in video_layers:
@@ -542,8 +567,8 @@ def _audio_key(
     material = {
         "format": CACHE_FORMAT + "-audio",
         "template": template_digest(template.root),
-        "frames": list(frames),
-        "fps": [fps_t.numerator, fps_t.denominator, fps_out.numerator, fps_out.denominator],
+        "frames": list(plan.frame_range),
+        "fps": _rates(plan),
         "sounding": sounding,
         "extra": _sha256(extra_audio) if extra_audio is not None else None,
         "build": _encoder_build("aac"),

@@ -251,7 +251,7 @@ async def _preview(
         from renderer.template.customize import validate_customizations
         from renderer.template.loader import load_template
 
-        loaded = load_template(root)
+        loaded = load_template(root, trusted=True)
         checked = validate_customizations(loaded.template, entries)
         with tempfile.TemporaryDirectory(prefix="velocity-preview-") as tmp:
             out = Path(tmp) / "frame.png"

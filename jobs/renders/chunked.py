@@ -78,7 +78,7 @@ def _run_chunk(
 ) -> Any:
     from renderer.template.loader import load_template
 
-    loaded = load_template(inputs.template_dir)
+    loaded = load_template(inputs.template_dir, trusted=True)
     control.check()
     return render_video(
         inputs,
@@ -238,7 +238,7 @@ def _join_work(paths: Sequence[Path], encoder_used: str, cached_frames: int) -> 
         from renderer.encode.concat import ChunkMismatch, concat_chunks, finalize
         from renderer.template.loader import load_template
 
-        loaded = load_template(inputs.template_dir)
+        loaded = load_template(inputs.template_dir, trusted=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
             joined = scratch / "joined.mp4"

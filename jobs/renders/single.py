@@ -65,7 +65,7 @@ COMPLETE_RETRY_MIN_S = 60.0
 def _run_renderer(inputs: Inputs, out: Path, preference: str, control: Control) -> Any:
     from renderer.template.loader import load_template
 
-    loaded = load_template(inputs.template_dir)
+    loaded = load_template(inputs.template_dir, trusted=True)
     control.check()
     return render_video(
         inputs,
@@ -241,27 +241,19 @@ class RenderRun(Attempt):
         await self.end(JobStatus.Cancelled, "Cancelled", None)
 
 
-def _output_frames(inputs: Inputs, loaded: Any, rng: tuple[int, int]) -> int:
-    from renderer.encode.config import EncoderConfig
-    from renderer.render import output_times
-
-    config = inputs.encoder if inputs.encoder is not None else EncoderConfig()
-    fps_t = loaded.template.fps_fraction
-    return len(output_times(rng[0], rng[1], fps_t, config.output_fps(fps_t))[1])
-
-
 async def _split(run: RenderRun, inputs: Inputs) -> bool:
     """Hand a claimed long render to its chunks. False when it fits in one chunk after all
     (the caller renders it in one piece); True when the chunks took over or the render was
     cancelled meanwhile."""
-    from renderer.encode.concat import chunk_ranges
+    from renderer.plan import OutputPlan
     from renderer.template.loader import load_template
 
-    loaded = await asyncio.to_thread(load_template, inputs.template_dir)
-    ranges = chunk_ranges(loaded, inputs.encoder, inputs.frames, run.settings.chunk_frames)
-    if len(ranges) < 2:  # one range is no split
+    loaded = await asyncio.to_thread(load_template, inputs.template_dir, trusted=True)
+    plan = OutputPlan.of(loaded.template, inputs.encoder, inputs.frames)
+    parts = plan.chunks(run.settings.chunk_frames)
+    if len(parts) < 2:  # one range is no split
         return False
-    planned = [(a, b, _output_frames(inputs, loaded, (a, b))) for a, b in ranges]
+    planned = [(part.f_start, part.f_end, part.frames) for part in parts]
     async with run.db.session() as s:
         # Planning loaded the template: that set-up time is the render's too (charged
         # before any chunk exists to charge it concurrently).

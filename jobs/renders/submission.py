@@ -8,7 +8,6 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,10 +26,11 @@ from jobs.renders.base import (
     ACTIVE,
 )
 from jobs.settings import Settings
-from renderer.encode.config import EncoderConfig, resolve_frame_range
+from renderer.encode.config import Codec, EncoderConfig
 from renderer.errors import InvalidCustomization, InvalidEncoderConfig, InvalidFrameRange
+from renderer.plan import OutputPlan
 from renderer.template.customize import validate_customizations
-from renderer.template.model import LayerTooLarge, check_layer_sizes
+from renderer.template.model import LayerTooLarge
 from renderer.template.model import Template as TemplateModel
 
 MAX_BATCH = 100
@@ -38,7 +38,7 @@ MAX_BATCH = 100
 WEBHOOK_RESOLVE_TIMEOUT_S = 3.0
 MIN_ESTIMATE_MS = 1000
 # Rough software cost per output pixel (ns) by codec, used only for the budget estimate.
-_NS_PER_PIXEL = {0: 25, 1: 70, 2: 50}
+_NS_PER_PIXEL = {Codec.H264: 25, Codec.H265: 70, Codec.AV1: 50}
 _AUDIO_BITRATE = 192_000
 _CONTAINER_OVERHEAD = 64 * 1024
 
@@ -70,18 +70,13 @@ class _Prepared:
     estimate_bytes: int
 
 
-def estimate(
-    model: TemplateModel, config: EncoderConfig, f_start: int, f_end: int
-) -> tuple[int, int, int]:
-    """(output frames, render time ms, output bytes) for rendering ``[f_start, f_end)``."""
-    width, height = config.output_size(model.width, model.height)
-    fps = config.output_fps(model.fps_fraction)
-    seconds = Fraction(f_end - f_start) / model.fps_fraction
-    frames = max(1, math.ceil(seconds * fps))
-    ms = frames * width * height * _NS_PER_PIXEL[config.codec] // 1_000_000
-    bitrate = config.effective_bitrate(width, height, fps)
-    nbytes = math.ceil(float(seconds) * (bitrate + _AUDIO_BITRATE) / 8) + _CONTAINER_OVERHEAD
-    return frames, max(MIN_ESTIMATE_MS, int(ms)), nbytes
+def estimate(plan: OutputPlan) -> tuple[int, int]:
+    """(render time ms, output bytes) of rendering ``plan``."""
+    ms = plan.frames * plan.width * plan.height * _NS_PER_PIXEL[plan.encoder.codec] // 1_000_000
+    bitrate = plan.encoder.effective_bitrate(plan.width, plan.height, plan.fps)
+    seconds = plan.duration_s
+    nbytes = math.ceil(seconds * (bitrate + _AUDIO_BITRATE) / 8) + _CONTAINER_OVERHEAD
+    return max(MIN_ESTIMATE_MS, int(ms)), nbytes
 
 
 def stored_template_model(template: Template, label: str) -> TemplateModel:
@@ -221,10 +216,14 @@ async def _customizations(  # noqa: PLR0917 - the spec's parts, each checked her
     return entries
 
 
-def _encoder_and_range(
-    spec: RenderSpec, model: TemplateModel, label: str
-) -> tuple[EncoderConfig, int, int]:
-    """The spec's encoder config, checked at its output size, and its frame range."""
+def output_plan(model: TemplateModel, spec: RenderSpec, label: str = "") -> OutputPlan:
+    """The request's output plan: what the render will write, so ``frames_total`` and the
+    estimate are the renderer's own count.
+
+    Raises:
+        Refused: ``bad_request`` (``invalid_encoder_config``, ``invalid_frame_range``)
+            naming the field in the request's words.
+    """
     if spec.encoder_config is None:
         raise bad_request(f"{label}encoderConfig is required (at least its bitrate)")
     if spec.encoder_config.get("bitrate") is None:
@@ -234,39 +233,55 @@ def _encoder_and_range(
         )
     try:
         config = EncoderConfig.parse(spec.encoder_config)
-        width, height = config.output_size(model.width, model.height)
-        config.validate_combination(width, height, config.output_fps(model.fps_fraction))
-        # A larger res scales every layer's box: the same ceilings as at upload, at this size.
-        check_layer_sizes(model, width, height)
-        f_start, f_end = resolve_frame_range(spec.f_start, spec.f_end, model.frames)
+        # A larger res scales every layer's box: the plan checks the same ceilings as at
+        # upload, at this size.
+        plan = OutputPlan.of(model, config, (spec.f_start, spec.f_end))
     except LayerTooLarge as err:
         raise bad_request(f"{label}encoderConfig.res: {err}", "invalid_encoder_config") from None
     except InvalidEncoderConfig as err:
         raise bad_request(f"{label}{err}", "invalid_encoder_config") from None
     except InvalidFrameRange as err:
-        raise bad_request(f"{label}{err}", "invalid_frame_range") from None
-    return config, f_start, f_end
+        raise bad_request(f"{label}{frame_range_message(err)}", "invalid_frame_range") from None
+    return plan
+
+
+def frame_range_message(err: InvalidFrameRange) -> str:
+    """The renderer's frame-range refusal in the request's words (``jobInfo.fStart``)."""
+    start, end, total = err.start, err.end, err.total
+    if err.problem == "start":
+        return f"jobInfo.fStart {start} lies outside the template's frames 0..{total}"
+    if err.problem == "end":
+        return (
+            f"jobInfo.fEnd {end} lies outside the template's frames 0..{total} "
+            f"(the range is half-open: fEnd {total} renders to the last frame)"
+        )
+    if err.problem == "order":
+        return (
+            f"jobInfo.fStart ({start}) must be less than jobInfo.fEnd ({end}); the range "
+            f"[fStart, fEnd) is half-open"
+        )
+    return f"jobInfo: {err}"
 
 
 async def _prepare(session: AsyncSession, user: User, spec: RenderSpec, label: str) -> _Prepared:
     template, instance, defaults = await _template_of(session, user.id, spec, label)
     model = stored_template_model(template, label)
     entries = await _customizations(session, user.id, template, model, defaults, spec, label)
-    config, f_start, f_end = _encoder_and_range(spec, model, label)
+    plan = output_plan(model, spec, label)
     if spec.audio_id is not None:
         await _check_audio(session, user.id, spec.audio_id, instance, label)
 
-    frames, ms, nbytes = estimate(model, config, f_start, f_end)
+    ms, nbytes = estimate(plan)
     request: dict[str, Any] = {
         "customizationMap": [
             e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in entries
         ],
-        "encoderConfig": config.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "jobInfo": {"fStart": f_start, "fEnd": f_end},
+        "encoderConfig": plan.encoder.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "jobInfo": {"fStart": plan.f_start, "fEnd": plan.f_end},
     }
     if not spec.cache:
         request["cache"] = False
-    return _Prepared(spec, template, instance, request, frames, ms, nbytes)
+    return _Prepared(spec, template, instance, request, plan.frames, ms, nbytes)
 
 
 async def _check_audio(

@@ -14,12 +14,10 @@ encoded pieces clicks at every seam. :func:`finalize` mixes the whole range in o
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,68 +25,16 @@ import av
 from av.container import OutputContainer
 from av.stream import Stream
 
-from renderer.errors import InvalidFrameRange
 from renderer.template.model import CustomizationEntry, LoadedTemplate
 
 if TYPE_CHECKING:
     from renderer.encode.config import EncoderConfig
+    from renderer.plan import OutputPlan
 
 
 class ChunkMismatch(ValueError):
     """Chunks that cannot be joined without re-encoding (different codec parameters, or a
     chunk that does not start with a keyframe)."""
-
-
-def chunk_ranges(
-    template: LoadedTemplate,
-    encoder: EncoderConfig | None,
-    frames: tuple[int, int],
-    chunk_frames: int,
-) -> list[tuple[int, int]]:
-    """Split the template frame range ``frames`` into chunks of about ``chunk_frames``
-    output frames each, as half-open template frame ranges that tile ``frames``.
-
-    Each chunk after the first starts on output frame ``k0 + m × gop`` (``k0``: the range's
-    first output frame), rounded down to a whole GOP count of at least one, so the joined
-    video keeps the keyframe spacing of a single render. When the output rate is above the
-    template's, a GOP boundary may fall between template frames; the chunk then starts at the
-    next output frame a template frame reaches (still valid, its first frame still an IDR).
-
-    Args:
-        template: the loaded template (its rate and length).
-        encoder: the render's encoder config (output rate and GOP); None for the defaults.
-        frames: the resolved template frame range ``(fStart, fEnd)``.
-        chunk_frames: the wanted chunk length in output frames (>= 1).
-
-    Returns:
-        One range when the render is not longer than one chunk.
-
-    Raises:
-        InvalidFrameRange: ``frames`` is empty or ``chunk_frames`` is below 1.
-    """
-    from renderer.encode.config import EncoderConfig
-    from renderer.render import output_times
-
-    f0, f1 = frames
-    if f1 <= f0:
-        raise InvalidFrameRange(f"frames [{f0}, {f1}) are empty")
-    if chunk_frames < 1:
-        raise InvalidFrameRange(f"chunk_frames must be at least 1, got {chunk_frames}")
-    config = encoder if encoder is not None else EncoderConfig()
-    fps_t = template.template.fps_fraction
-    fps_out = config.output_fps(fps_t)
-    gop = config.effective_gop(fps_out)
-    step = max(1, chunk_frames // gop) * gop
-    k0, times = output_times(f0, f1, fps_t, fps_out)
-    total = len(times)
-    bounds = [f0]
-    for m in range(step, total, step):
-        # The first template frame whose time reaches output frame k0 + m.
-        b = math.ceil(Fraction(k0 + m) * fps_t / fps_out)
-        if bounds[-1] < b < f1:
-            bounds.append(b)
-    bounds.append(f1)
-    return list(zip(bounds, bounds[1:], strict=False))
 
 
 def _signature(stream: Stream) -> tuple[object, ...]:
@@ -207,19 +153,16 @@ def finalize(
         UnsupportedMedia: an audio source cannot be read.
     """
     from renderer.encode.mux import mux
+    from renderer.plan import OutputPlan
 
+    plan = OutputPlan.of(template.template, encoder, frames)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         audio = tmp / "audio.m4a"
         has_audio = mix_audio(
-            template,
-            audio,
-            customizations=customizations,
-            encoder=encoder,
-            frames=frames,
-            extra_audio=extra_audio,
+            template, audio, plan, customizations=customizations, extra_audio=extra_audio
         )
         muxed = tmp / "muxed.mp4"
         mux(Path(video), audio if has_audio else None, muxed)
@@ -232,40 +175,24 @@ def finalize(
 def mix_audio(
     template: LoadedTemplate,
     dest: Path,
+    plan: OutputPlan,
     *,
     customizations: Sequence[CustomizationEntry] = (),
-    encoder: EncoderConfig | None = None,
-    frames: tuple[int, int] | None = None,
     extra_audio: Path | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> bool:
-    """Mix the sound of template frames ``frames`` into the AAC file ``dest``: it starts at
-    the range's first output frame and lasts exactly its output frames. False (and no file)
+    """Mix the sound of ``plan``'s range into the AAC file ``dest``: it starts at the
+    range's first output frame and lasts exactly its output frames. False (and no file)
     when nothing in the range makes a sound.
 
     Raises:
-        InvalidCustomization, InvalidFrameRange, UnsupportedMedia: as :func:`finalize`.
+        InvalidCustomization, UnsupportedMedia: as :func:`finalize`.
     """
     from renderer.compose.audio import collect_clips, mix_to_file
-    from renderer.encode.config import EncoderConfig, resolve_frame_range
-    from renderer.render import output_times
     from renderer.template.customize import customized
 
     loaded = customized(template, customizations)
-    tpl = loaded.template
-    config = encoder if encoder is not None else EncoderConfig()
-    fps_t = tpl.fps_fraction
-    fps_out = config.output_fps(fps_t)
-    if frames is None:
-        f0, f1 = 0, tpl.frames
-    else:
-        f0, f1 = resolve_frame_range(frames[0], frames[1], tpl.frames)
-    k0, times = output_times(f0, f1, fps_t, fps_out)
-    if not times:
-        raise InvalidFrameRange(
-            f"frames [{f0}, {f1}) contain no output frame at {float(fps_out):.3f} fps"
-        )
-    start_s = float(Fraction(k0) / fps_out)
-    duration_s = float(Fraction(len(times)) / fps_out)
     clips = collect_clips(loaded, extra_audio)
-    return bool(mix_to_file(clips, start_s, duration_s, Path(dest), should_cancel=should_cancel))
+    return bool(
+        mix_to_file(clips, plan.start_s, plan.duration_s, Path(dest), should_cancel=should_cancel)
+    )

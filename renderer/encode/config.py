@@ -14,21 +14,63 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import IntEnum
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic_core import core_schema
 
 from renderer.errors import InvalidEncoderConfig, InvalidFrameRange
 
-Codec = Literal[0, 1, 2]
-RateControl = Literal[0, 1, 2, 3]
 
-CODEC_NAMES: dict[int, str] = {0: "H.264", 1: "H.265", 2: "AV1"}
-RC_NAMES: dict[int, str] = {0: "CBR", 1: "VBR", 2: "CQP", 3: "CRF"}
+class _WireEnum(IntEnum):
+    """An enum sent as its number. Validated as the literal numbers, so a request, its
+    error messages and the OpenAPI document read exactly as for plain integers (a lax
+    enum would also accept the string ``"1"``)."""
 
-CBR, VBR, CQP, CRF = 0, 1, 2, 3
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            cls, core_schema.literal_schema([member.value for member in cls])
+        )
+
+
+class Codec(_WireEnum):
+    """``encoderConfig.codec`` (SPEC §6)."""
+
+    H264 = 0
+    H265 = 1
+    AV1 = 2
+
+    @property
+    def label(self) -> str:
+        """The name a person reads (``H.264``)."""
+        return _CODEC_LABELS[self]
+
+
+class RateControl(_WireEnum):
+    """``encoderConfig.rc`` (SPEC §6)."""
+
+    CBR = 0
+    VBR = 1
+    CQP = 2
+    CRF = 3
+
+
+_CODEC_LABELS = {Codec.H264: "H.264", Codec.H265: "H.265", Codec.AV1: "AV1"}
+# The rate controls that aim at a bitrate.
+_BITRATE_RC = (RateControl.CBR, RateControl.VBR)
 
 MIN_SIDE = 16
 MAX_SIDE = 8192
@@ -50,10 +92,10 @@ VBR_PEAK = 1.5
 
 # The one profile table: profile numbers each codec accepts for 8-bit 4:2:0 output, and the
 # name every encoder (x264, x265, SVT-AV1, NVENC) is given for it.
-PROFILES: dict[int, dict[int, str]] = {
-    0: {66: "baseline", 77: "main", 100: "high"},
-    1: {1: "main"},
-    2: {0: "main"},
+PROFILES: dict[Codec, dict[int, str]] = {
+    Codec.H264: {66: "baseline", 77: "main", 100: "high"},
+    Codec.H265: {1: "main"},
+    Codec.AV1: {0: "main"},
 }
 
 
@@ -83,8 +125,8 @@ def _av1(max_ps: int, max_h: int, max_rate: int, max_mbps: float) -> LevelLimits
     return LevelLimits(max_ps, max_rate, max_h, int(max_mbps * 1_000_000))
 
 
-LEVELS: dict[int, dict[int, LevelLimits]] = {
-    0: {
+LEVELS: dict[Codec, dict[int, LevelLimits]] = {
+    Codec.H264: {
         10: _h264(1485, 99, 64),
         9: _h264(1485, 99, 128),
         11: _h264(3000, 396, 192),
@@ -106,7 +148,7 @@ LEVELS: dict[int, dict[int, LevelLimits]] = {
         61: _h264(8355840, 139264, 480000),
         62: _h264(16711680, 139264, 800000),
     },
-    1: {
+    Codec.H265: {
         10: _hevc(36864, 552960, 128),
         20: _hevc(122880, 3686400, 1500),
         21: _hevc(245760, 7372800, 3000),
@@ -121,7 +163,7 @@ LEVELS: dict[int, dict[int, LevelLimits]] = {
         61: _hevc(35651584, 2139095040, 120000),
         62: _hevc(35651584, 4278190080, 240000),
     },
-    2: {
+    Codec.AV1: {
         20: _av1(147456, 2048, 4423680, 1.5),
         21: _av1(278784, 2816, 8363520, 3.0),
         30: _av1(665856, 4352, 19975680, 6.0),
@@ -145,11 +187,11 @@ def level_name(level: int) -> str:
     return "1b" if level == 9 else f"{level // 10}.{level % 10}"
 
 
-def probe_level(codec: int, reported: int) -> int:
+def probe_level(codec: Codec, reported: int) -> int:
     """Convert the level ffprobe/PyAV report for ``codec`` to this module's ``10 × level``."""
-    if codec == 1:
+    if codec == Codec.H265:
         return reported // 3
-    if codec == 2:
+    if codec == Codec.AV1:
         return (reported // 4 + 2) * 10 + reported % 4
     return reported
 
@@ -158,7 +200,7 @@ def _mb_round(side: int) -> int:
     return -(-side // 16) * 16
 
 
-def _fmt_levels(codec: int) -> str:
+def _fmt_levels(codec: Codec) -> str:
     return ", ".join(str(k) for k in sorted(LEVELS[codec]))
 
 
@@ -184,7 +226,7 @@ class EncoderConfig(BaseModel):
     fps_num: int | None = Field(default=None, alias="fpsNum", ge=1, le=240_000)
     fps_denum: int | None = Field(default=None, alias="fpsDenum", ge=1, le=100_000)
     res: tuple[int, int] | None = Field(default=None, description="[width, height], even")
-    codec: Codec = 0
+    codec: Codec = Codec.H264
     preset: int = Field(default=3, ge=0, le=5, description="0 slowest … 5 fastest")
     rc: RateControl | None = Field(
         default=None, description="0 CBR, 1 VBR, 2 CQP, 3 CRF; default VBR with a bitrate"
@@ -228,18 +270,18 @@ class EncoderConfig(BaseModel):
                     f"between {MIN_FPS} and {MAX_FPS}"
                 )
         rc = self.rate_control
-        if rc in (CBR, VBR) and self.bitrate is not None and self.bitrate < MIN_BITRATE:
+        if rc in _BITRATE_RC and self.bitrate is not None and self.bitrate < MIN_BITRATE:
             raise InvalidEncoderConfig(
-                f"encoderConfig.bitrate {self.bitrate} is too low for {RC_NAMES[rc]}: "
+                f"encoderConfig.bitrate {self.bitrate} is too low for {rc.name}: "
                 f"give at least {MIN_BITRATE} bits per second"
             )
-        if self.qp is not None and rc != CQP:
+        if self.qp is not None and rc != RateControl.CQP:
             raise InvalidEncoderConfig(
-                f"encoderConfig.qp only applies to rc 2 (CQP), not rc {rc} ({RC_NAMES[rc]})"
+                f"encoderConfig.qp only applies to rc 2 (CQP), not rc {int(rc)} ({rc.name})"
             )
-        if self.crf is not None and rc != CRF:
+        if self.crf is not None and rc != RateControl.CRF:
             raise InvalidEncoderConfig(
-                f"encoderConfig.crf only applies to rc 3 (CRF), not rc {rc} ({RC_NAMES[rc]})"
+                f"encoderConfig.crf only applies to rc 3 (CRF), not rc {int(rc)} ({rc.name})"
             )
         if self.idr is not None:
             if self.gop is None:
@@ -254,17 +296,17 @@ class EncoderConfig(BaseModel):
         if self.profile is not None and self.profile not in PROFILES[self.codec]:
             legal = ", ".join(f"{k} ({v})" for k, v in PROFILES[self.codec].items())
             raise InvalidEncoderConfig(
-                f"encoderConfig.profile {self.profile} is not a valid {CODEC_NAMES[self.codec]} "
+                f"encoderConfig.profile {self.profile} is not a valid {self.codec.label} "
                 f"profile; use one of {legal}"
             )
         if self.level is not None and self.level not in LEVELS[self.codec]:
             raise InvalidEncoderConfig(
-                f"encoderConfig.level {self.level} is not a valid {CODEC_NAMES[self.codec]} level; "
+                f"encoderConfig.level {self.level} is not a valid {self.codec.label} level; "
                 f"use one of {_fmt_levels(self.codec)} (41 means level 4.1)"
             )
         if self.res is not None and self.fps_num is not None:
             self.validate_combination(self.res[0], self.res[1], self.output_fps(Fraction(30)))
-        elif self.level is not None and self.bitrate is not None and rc in (CBR, VBR):
+        elif self.level is not None and self.bitrate is not None and rc in _BITRATE_RC:
             self._check_level_bitrate()
         return self
 
@@ -289,9 +331,10 @@ class EncoderConfig(BaseModel):
         if self.level is None:
             return
         limits = LEVELS[self.codec][self.level]
-        name = f"{CODEC_NAMES[self.codec]} level {level_name(self.level)}"
+        name = f"{self.codec.label} level {level_name(self.level)}"
         # H.264 limits count whole 16×16 macroblocks.
-        pic = _mb_round(width) * _mb_round(height) if self.codec == 0 else width * height
+        h264 = self.codec == Codec.H264
+        pic = _mb_round(width) * _mb_round(height) if h264 else width * height
         if pic > limits.max_picture or max(width, height) > limits.max_side:
             raise InvalidEncoderConfig(
                 f"{width}x{height} is too large for {name} (at most {limits.max_picture} "
@@ -306,17 +349,18 @@ class EncoderConfig(BaseModel):
         self._check_level_bitrate()
 
     def _check_level_bitrate(self) -> None:
-        if self.level is None or self.rate_control not in (CBR, VBR) or self.bitrate is None:
+        if self.level is None or self.rate_control not in _BITRATE_RC or self.bitrate is None:
             return
         limits = LEVELS[self.codec][self.level]
         allowed = limits.max_bitrate
-        if self.codec == 0 and self.profile in (None, 100):
+        if self.codec == Codec.H264 and self.profile in (None, 100):
             allowed = allowed * 5 // 4  # High profile's cpbBrVclFactor
-        peak = self.bitrate if self.rate_control == CBR else int(self.bitrate * VBR_PEAK)
+        cbr = self.rate_control == RateControl.CBR
+        peak = self.bitrate if cbr else int(self.bitrate * VBR_PEAK)
         if peak > allowed:
             raise InvalidEncoderConfig(
                 f"encoderConfig.bitrate {self.bitrate} (peak {peak} b/s) exceeds "
-                f"{CODEC_NAMES[self.codec]} level {level_name(self.level)}'s {allowed} b/s"
+                f"{self.codec.label} level {level_name(self.level)}'s {allowed} b/s"
             )
 
     @classmethod
@@ -334,16 +378,16 @@ class EncoderConfig(BaseModel):
     # --- derived values -----------------------------------------------------------------
 
     @property
-    def rate_control(self) -> int:
+    def rate_control(self) -> RateControl:
         """The effective ``rc``: as given; else CQP when ``qp`` is given, CRF when ``crf`` is,
         VBR when a bitrate is, and CRF otherwise."""
         if self.rc is not None:
             return self.rc
         if self.qp is not None:
-            return CQP
+            return RateControl.CQP
         if self.crf is not None:
-            return CRF
-        return VBR if self.bitrate else CRF
+            return RateControl.CRF
+        return RateControl.VBR if self.bitrate else RateControl.CRF
 
     @property
     def effective_qp(self) -> int:
@@ -402,22 +446,30 @@ def resolve_frame_range(
     ``f_start`` defaults to 0 and ``f_end`` to ``total_frames``.
 
     Raises:
-        InvalidFrameRange: ``start >= end``, or either bound lies outside ``[0, total]``.
+        InvalidFrameRange: ``start >= end``, or either bound lies outside ``[0, total]``;
+            its ``problem``, ``start``, ``end`` and ``total`` let a caller reword it.
     """
     start = 0 if f_start is None else f_start
     end = total_frames if f_end is None else f_end
+    where = {"start": start, "end": end, "total": total_frames}
     if start < 0 or start > total_frames:
         raise InvalidFrameRange(
-            f"jobInfo.fStart {start} lies outside the template's frames 0..{total_frames}"
+            f"start frame {start} lies outside the template's frames 0..{total_frames}",
+            problem="start",
+            **where,
         )
     if end < 0 or end > total_frames:
         raise InvalidFrameRange(
-            f"jobInfo.fEnd {end} lies outside the template's frames 0..{total_frames} "
-            f"(the range is half-open: fEnd {total_frames} renders to the last frame)"
+            f"end frame {end} lies outside the template's frames 0..{total_frames} "
+            f"(the range is half-open: end frame {total_frames} renders to the last frame)",
+            problem="end",
+            **where,
         )
     if start >= end:
         raise InvalidFrameRange(
-            f"jobInfo.fStart ({start}) must be less than jobInfo.fEnd ({end}); the range "
-            f"[fStart, fEnd) is half-open"
+            f"the start frame ({start}) must be less than the end frame ({end}); the range "
+            f"[start, end) is half-open",
+            problem="order",
+            **where,
         )
     return start, end

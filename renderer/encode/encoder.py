@@ -25,12 +25,11 @@ from av.container import OutputContainer
 from av.video.stream import VideoStream
 
 from renderer.encode.config import (
-    CBR,
-    CQP,
     PROFILES,
-    VBR,
     VBR_PEAK,
+    Codec,
     EncoderConfig,
+    RateControl,
     level_name,
 )
 from renderer.errors import (
@@ -44,8 +43,16 @@ EncoderPreference = Literal["auto", "software", "nvenc"]
 
 log = logging.getLogger(__name__)
 
-SOFTWARE_ENCODERS: dict[int, str] = {0: "libx264", 1: "libx265", 2: "libsvtav1"}
-NVENC_ENCODERS: dict[int, str] = {0: "h264_nvenc", 1: "hevc_nvenc", 2: "av1_nvenc"}
+SOFTWARE_ENCODERS: dict[Codec, str] = {
+    Codec.H264: "libx264",
+    Codec.H265: "libx265",
+    Codec.AV1: "libsvtav1",
+}
+NVENC_ENCODERS: dict[Codec, str] = {
+    Codec.H264: "h264_nvenc",
+    Codec.H265: "hevc_nvenc",
+    Codec.AV1: "av1_nvenc",
+}
 
 X26X_PRESETS = ("slower", "slow", "medium", "fast", "veryfast", "ultrafast")
 SVT_PRESETS = (4, 6, 8, 10, 11, 12)
@@ -105,14 +112,14 @@ def encoder_options(
     gop = config.effective_gop(fps)
     opts: dict[str, str] = {"g": str(gop)}
 
-    if rc == CBR:
+    if rc == RateControl.CBR:
         opts |= {
             "b": str(bitrate),
             "maxrate": str(bitrate),
             "minrate": str(bitrate),
             "bufsize": str(int(bitrate * CBR_BUFFER_S)),
         }
-    elif rc == VBR:
+    elif rc == RateControl.VBR:
         opts |= {
             "b": str(bitrate),
             "maxrate": str(int(bitrate * VBR_PEAK)),
@@ -121,18 +128,18 @@ def encoder_options(
 
     if nvenc:
         opts |= _nvenc_options(config, rc, gop)
-    elif codec == 0:
+    elif codec == Codec.H264:
         opts |= _x264_options(config, rc, gop)
-    elif codec == 1:
+    elif codec == Codec.H265:
         opts |= _x265_options(config, rc, gop)
     else:
         opts |= _svt_options(config, rc, gop)
-        if rc == VBR:
+        if rc == RateControl.VBR:
             del opts["maxrate"]
     return opts
 
 
-def _x264_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
+def _x264_options(config: EncoderConfig, rc: RateControl, gop: int) -> dict[str, str]:
     # Fixed keyframe spacing (no scene cuts) so every `gop` frames is an IDR frame and chunks
     # can start on any multiple of it; `idr` is then honoured because it is a multiple.
     params = ["scenecut=0", "open-gop=0"]
@@ -143,12 +150,12 @@ def _x264_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
         "forced-idr": "1",
         "flags": "+cgop",
     }
-    if rc == CBR:
+    if rc == RateControl.CBR:
         opts["nal-hrd"] = "cbr"
         params.append("filler=1")
-    elif rc == VBR:
+    elif rc == RateControl.VBR:
         opts["nal-hrd"] = "vbr"
-    elif rc == CQP:
+    elif rc == RateControl.CQP:
         opts["qp"] = str(config.effective_qp)
     else:
         opts["crf"] = str(config.effective_crf)
@@ -160,7 +167,7 @@ def _x264_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
     return opts
 
 
-def _x265_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
+def _x265_options(config: EncoderConfig, rc: RateControl, gop: int) -> dict[str, str]:
     params = [
         f"keyint={gop}",
         f"min-keyint={gop}",
@@ -169,11 +176,11 @@ def _x265_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
         "log-level=error",
     ]
     opts = {"preset": X26X_PRESETS[config.preset], "keyint_min": str(gop), "forced-idr": "1"}
-    if rc == CBR:
+    if rc == RateControl.CBR:
         params += ["strict-cbr=1", "hrd=1"]
-    elif rc == VBR:
+    elif rc == RateControl.VBR:
         params.append("hrd=1")
-    elif rc == CQP:
+    elif rc == RateControl.CQP:
         opts["qp"] = str(config.effective_qp)
     else:
         opts["crf"] = str(config.effective_crf)
@@ -185,17 +192,17 @@ def _x265_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
     return opts
 
 
-def _svt_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
+def _svt_options(config: EncoderConfig, rc: RateControl, gop: int) -> dict[str, str]:
     # irefresh-type 2 makes every keyframe a closed-GOP key frame (AV1's IDR); scene-change
     # detection off keeps the spacing fixed.
     params = ["irefresh-type=2", "scd=0"]
     opts = {"preset": str(SVT_PRESETS[config.preset])}
-    if rc == CBR:
+    if rc == RateControl.CBR:
         params += ["rc=2", "pred-struct=1"]
-    elif rc == VBR:
+    elif rc == RateControl.VBR:
         # SVT refuses a max bitrate outside CRF; its overshoot bound caps peaks at VBR_PEAK×.
         params += ["rc=1", f"overshoot-pct={round((VBR_PEAK - 1) * 100)}"]
-    elif rc == CQP:
+    elif rc == RateControl.CQP:
         opts["qp"] = str(config.effective_qp)
         params += ["rc=0", "aq-mode=0"]
     else:
@@ -208,18 +215,18 @@ def _svt_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
     return opts
 
 
-def _nvenc_options(config: EncoderConfig, rc: int, gop: int) -> dict[str, str]:
+def _nvenc_options(config: EncoderConfig, rc: RateControl, gop: int) -> dict[str, str]:
     opts = {
         "preset": NVENC_PRESETS[config.preset],
         "forced-idr": "1",
         "strict_gop": "1",
         "no-scenecut": "1",
     }
-    if rc == CBR:
+    if rc == RateControl.CBR:
         opts["rc"] = "cbr"
-    elif rc == VBR:
+    elif rc == RateControl.VBR:
         opts["rc"] = "vbr"
-    elif rc == CQP:
+    elif rc == RateControl.CQP:
         opts["rc"] = "constqp"
         opts["qp"] = str(config.effective_qp)
     else:

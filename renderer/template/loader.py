@@ -59,7 +59,9 @@ _LAYER_TYPES = ("solid", "image", "video", "text", "lottie")
 MAX_MISSING_LISTED = 20
 
 
-def load_template(path: Path, workdir: Path | None = None) -> LoadedTemplate:
+def load_template(
+    path: Path, workdir: Path | None = None, *, trusted: bool = False
+) -> LoadedTemplate:
     """Load, validate and probe a template.
 
     Args:
@@ -68,6 +70,9 @@ def load_template(path: Path, workdir: Path | None = None) -> LoadedTemplate:
         workdir: where a ZIP is extracted; a fresh temporary folder when None (the caller
             owns it afterwards: it is ``LoadedTemplate.root`` or its parent). Ignored for
             folders, which are used in place.
+        trusted: the folder was loaded untrusted before and has not changed since (a stored
+            template, immutable after ingest): keep the schema and path checks but do not
+            probe its media files again, which costs a decode of every file.
 
     Returns:
         The validated template and the folder its relative paths resolve against.
@@ -83,18 +88,18 @@ def load_template(path: Path, workdir: Path | None = None) -> LoadedTemplate:
     path = Path(path)
     if path.is_dir():
         root = _folder_root(path)
-        return load_template_from_dict(_read_data_json(root / DATA_JSON), root)
+        return load_template_from_dict(_read_data_json(root / DATA_JSON), root, trusted=trusted)
     if not path.exists():
         raise InvalidTemplate(f"template not found: {path.name}")
     if path.name == DATA_JSON and not zipfile.is_zipfile(path):
-        return load_template_from_dict(_read_data_json(path), path.parent)
+        return load_template_from_dict(_read_data_json(path), path.parent, trusted=trusted)
 
     fresh = workdir is None
     dest = Path(tempfile.mkdtemp(prefix="velocity-template-")) if workdir is None else workdir
     before = set(dest.iterdir()) if dest.is_dir() else None
     try:
         root = safe_extract(path, dest)
-        return load_template_from_dict(_read_data_json(root / DATA_JSON), root)
+        return load_template_from_dict(_read_data_json(root / DATA_JSON), root, trusted=trusted)
     except BaseException:
         _cleanup(dest, before, fresh)
         raise
@@ -177,8 +182,11 @@ def parse_data_json(text: str) -> dict[str, Any]:
     return data
 
 
-def load_template_from_dict(data: Mapping[str, Any], root: Path) -> LoadedTemplate:
-    """Validate an already-parsed ``data.json`` whose paths resolve against ``root``.
+def load_template_from_dict(
+    data: Mapping[str, Any], root: Path, *, trusted: bool = False
+) -> LoadedTemplate:
+    """Validate an already-parsed ``data.json`` whose paths resolve against ``root``
+    (``trusted``: as ``load_template``).
 
     Raises:
         InvalidTemplate, UnsupportedMedia: as ``load_template``.
@@ -187,7 +195,7 @@ def load_template_from_dict(data: Mapping[str, Any], root: Path) -> LoadedTempla
         template = Template.model_validate(data)
     except ValidationError as err:
         raise InvalidTemplate(format_validation_error(err, data)) from err
-    check_references(template, root)
+    check_references(template, root, trusted=trusted)
     return LoadedTemplate(root=root, template=template)
 
 
@@ -387,8 +395,9 @@ def check_missing_files(template: Template, root: Path) -> None:
         raise InvalidTemplate(missing_files_message(missing))
 
 
-def check_references(template: Template, root: Path) -> None:
-    """Check every file ``template`` names and probe it as the kind it is used as.
+def check_references(template: Template, root: Path, *, trusted: bool = False) -> None:
+    """Check every file ``template`` names and probe it as the kind it is used as (with
+    ``trusted``, only that it lies inside ``root`` and is a file: see ``load_template``).
 
     Raises:
         InvalidTemplate: a path is unsafe or files are missing (all named, see
@@ -404,6 +413,8 @@ def check_references(template: Template, root: Path) -> None:
     def probe(value: str, owner: str, kind: str, fn: Callable[[Path, str | None], object]) -> None:
         nonlocal source_pixels
         target = check_relative_path(value, root, owner)
+        if trusted:
+            return
         if (target, kind) not in probed:
             probed[(target, kind)] = fn(target, value)
         # Every image and video layer decodes its source at full size, each its own copy.

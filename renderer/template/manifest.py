@@ -16,9 +16,8 @@ from renderer.template.model import (
     TextLayer,
     VideoLayer,
 )
-from renderer.text.fonts import uncovered
+from renderer.text.fonts import resolve_fallbacks, resolve_font, text_chain, uncovered
 from renderer.text.layout import clean_text
-from renderer.text.raster import resolve_fallbacks, resolve_font, text_chain
 
 MAX_LISTED = 20  # uncovered characters named in one warning
 

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from renderer.errors import InvalidTemplate
+
 MAX_DIMENSION = 8192
 MAX_FRAMES = 216_000  # two hours at 30 fps
 # Ceilings on what a template may make the renderer allocate (issue 6). A layer's working
@@ -341,8 +343,9 @@ class Template(_Model):
         return next((layer for layer in self.layers if layer.id == layer_id), None)
 
 
-class LayerTooLarge(ValueError):
-    """A layer's box, or the layers together, would need more pixels than allowed."""
+class LayerTooLarge(InvalidTemplate):
+    """A layer's box, or the layers together, would need more pixels than allowed (at the
+    template's size when validated, or at a render's output size)."""
 
 
 def layer_buffer_sizes(template: Template, width: int, height: int) -> list[tuple[int, int]]:

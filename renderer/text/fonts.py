@@ -19,9 +19,14 @@ import struct
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uharfbuzz as hb
 
+if TYPE_CHECKING:
+    from renderer.template.model import LoadedTemplate
+
+DEFAULT_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 DEJAVU = "DejaVuSans.ttf"
 CJK = "NotoSansCJK-Regular.ttc"
 CJK_FACE = "Noto Sans CJK SC"  # simplified Chinese forms; kana and hangul are in every face
@@ -190,3 +195,39 @@ def installed(name: str) -> Path | None:
 def font_names() -> list[str]:
     """Names of the fallback font files found, in chain order (for reports and notes)."""
     return [Path(face.path).name for face in fallback_faces() if face.path is not None]
+
+
+def resolve_font(loaded: LoadedTemplate, name: str | None) -> Path | None:
+    """The font file for a text layer's ``font``.
+
+    Args:
+        loaded: the template and the folder its paths resolve against.
+        name: the layer's ``font``, a key of the template's ``fonts``.
+
+    Returns:
+        The file's path, or None (use the default font) when ``name`` is None or unknown.
+    """
+    if name is None:
+        return None
+    relative = loaded.template.fonts.get(name)
+    return None if relative is None else loaded.path(relative)
+
+
+def resolve_fallbacks(loaded: LoadedTemplate, name: str | None) -> tuple[Path, ...]:
+    """The template's fonts other than ``name``, in the template's order: a text layer tries
+    them for characters its own font lacks."""
+    return tuple(
+        loaded.path(relative) for key, relative in loaded.template.fonts.items() if key != name
+    )
+
+
+def text_chain(font_path: Path | None, fallbacks: tuple[Path, ...]) -> tuple[FontFace, ...]:
+    """The fonts a text layer tries per character: ``font_path`` (None: the default font),
+    the template's other fonts (``fallbacks``), then the system fallbacks."""
+    primary = font_path if font_path is not None else default_font_path()
+    return font_chain(primary, fallbacks, system=font_path is None)
+
+
+def default_font_path() -> Path | None:
+    """DejaVu Sans when installed, else None (Pillow's built-in scalable font is used)."""
+    return DEFAULT_FONT if DEFAULT_FONT.is_file() else None

@@ -31,9 +31,9 @@ from PIL import Image, ImageFilter
 
 from renderer.errors import InvalidTemplate
 from renderer.report import TextFit
-from renderer.template.model import LoadedTemplate, TextLayer, parse_color
+from renderer.template.model import TextLayer, parse_color
 from renderer.text.draw import draw_lines
-from renderer.text.fonts import FontFace, font_chain, uncovered
+from renderer.text.fonts import text_chain, uncovered
 from renderer.text.layout import (
     Layout,
     LayoutJob,
@@ -44,7 +44,6 @@ from renderer.text.layout import (
     place,
 )
 
-DEFAULT_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 Masks = NDArray[np.float32]
 Region = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end exclusive
 _FONT_LOCK = threading.Lock()
@@ -57,42 +56,6 @@ class TextRaster:
 
     rgba: NDArray[np.uint8]
     fit: TextFit
-
-
-def resolve_font(loaded: LoadedTemplate, name: str | None) -> Path | None:
-    """The font file for a text layer's ``font``.
-
-    Args:
-        loaded: the template and the folder its paths resolve against.
-        name: the layer's ``font``, a key of the template's ``fonts``.
-
-    Returns:
-        The file's path, or None (use the default font) when ``name`` is None or unknown.
-    """
-    if name is None:
-        return None
-    relative = loaded.template.fonts.get(name)
-    return None if relative is None else loaded.path(relative)
-
-
-def resolve_fallbacks(loaded: LoadedTemplate, name: str | None) -> tuple[Path, ...]:
-    """The template's fonts other than ``name``, in the template's order: a text layer tries
-    them for characters its own font lacks."""
-    return tuple(
-        loaded.path(relative) for key, relative in loaded.template.fonts.items() if key != name
-    )
-
-
-def text_chain(font_path: Path | None, fallbacks: tuple[Path, ...]) -> tuple[FontFace, ...]:
-    """The fonts a text layer tries per character: ``font_path`` (None: the default font),
-    the template's other fonts (``fallbacks``), then the system fallbacks."""
-    primary = font_path if font_path is not None else default_font_path()
-    return font_chain(primary, fallbacks, system=font_path is None)
-
-
-def default_font_path() -> Path | None:
-    """DejaVu Sans when installed, else None (Pillow's built-in scalable font is used)."""
-    return DEFAULT_FONT if DEFAULT_FONT.is_file() else None
 
 
 # --- painting ---------------------------------------------------------------------------------

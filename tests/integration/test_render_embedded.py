@@ -24,6 +24,7 @@ from tests.integration.test_render_support import (
     add_template,
     api_key,
     client_for,
+    demo_template,
     render_body,
     render_row,
     run,
@@ -192,6 +193,14 @@ async def user_row_by_key(e: Env, key: str) -> uuid.UUID:
         ({"jobInfo": {"fStart": 10, "fEnd": 10}}, "invalid_frame_range", "fStart"),
         ({"jobInfo": {"fEnd": 31}}, "invalid_frame_range", "fEnd 31"),
         (
+            {
+                "encoderConfig": {"bitrate": 200_000, "fpsNum": 1},
+                "jobInfo": {"fStart": 1, "fEnd": 2},
+            },
+            "invalid_frame_range",
+            "jobInfo: frames [1, 2) contain no output frame at 1.000 fps",
+        ),
+        (
             {"customizationMap": [{"layerId": "nope", "text": "x"}]},
             "invalid_customization",
             "customizationMap[0] (layerId 'nope')",
@@ -230,6 +239,32 @@ def test_invalid_requests_are_400_naming_the_problem(
     assert needle in response.json()["detail"]
     user = run(user_row(e.db, uid))
     assert user.render_reserved_ms == 0 and user.storage_reserved_bytes == 0
+
+
+@pytest.mark.parametrize(
+    ("fps", "job", "frames"),
+    [((24, 1), (1, 25), 19), ((25, 1), (1, 30), 24), ((30000, 1001), (3, 20), 17)],
+)
+def test_frames_total_is_what_the_render_will_write(
+    idle_env: tuple[Env, Any], fps: tuple[int, int], job: tuple[int, int], frames: int
+) -> None:
+    """Submission counts output frames with the renderer's own plan (a rate conversion
+    used to round a frame more than the render writes)."""
+    from renderer.encode.config import EncoderConfig
+    from renderer.plan import OutputPlan
+    from renderer.template.loader import load_template
+
+    e, c = idle_env
+    uid, key = e.user("counter")
+    tid = e.template(uid)
+    config = {"bitrate": 200_000, "fpsNum": fps[0], "fpsDenum": fps[1]}
+    body = render_body(tid, encoderConfig=config, jobInfo={"fStart": job[0], "fEnd": job[1]})
+    created = c.post("/render", json=body, headers=_h(key))
+    assert created.status_code == 200, created.text
+    pending = c.get(f"/render/{created.json()['renderId']}/status", headers=_h(key)).json()
+    model = load_template(demo_template(30, e.cache)).template
+    plan = OutputPlan.of(model, EncoderConfig.parse(config), job)
+    assert pending["status"] == "pending" and pending["framesTotal"] == plan.frames == frames
 
 
 def test_asset_of_the_wrong_kind_is_refused(idle_env: tuple[Env, Any]) -> None:

@@ -64,7 +64,7 @@ def test_zip_template_and_customisations(tpl_dir: Path, tmp_path: Path) -> None:
         ("customization_not_array", "JSON array"),
         ("bad_json", "not valid JSON"),
         ("bad_encoder", "encoderConfig.profile"),
-        ("bad_frames", "fStart"),
+        ("bad_frames", "--frames 8:2: the start frame (8) must be less than the end frame"),
         ("frames_syntax", "--frames"),
         ("bad_data_json", "data.json"),
     ],

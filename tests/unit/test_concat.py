@@ -11,8 +11,9 @@ import av
 import numpy as np
 import pytest
 
-from renderer.encode.concat import ChunkMismatch, chunk_ranges, concat_chunks, finalize
+from renderer.encode.concat import ChunkMismatch, concat_chunks, finalize
 from renderer.encode.config import EncoderConfig
+from renderer.plan import OutputPlan
 from renderer.render import render
 from renderer.template.loader import load_template
 from renderer.template.model import LoadedTemplate
@@ -82,10 +83,17 @@ def loaded(tmp_path_factory: pytest.TempPathFactory, fixtures_module: ModuleType
     return _template(tmp_path_factory.mktemp("concat") / "tpl", fixtures_module)
 
 
+def _chunk_ranges(
+    loaded: LoadedTemplate, config: EncoderConfig, frames: tuple[int, int], chunk_frames: int
+) -> list[tuple[int, int]]:
+    plan = OutputPlan.of(loaded.template, config, frames)
+    return [part.frame_range for part in plan.chunks(chunk_frames)]
+
+
 def _render_chunked(
     loaded: LoadedTemplate, tmp: Path, frames: tuple[int, int], chunk_frames: int
 ) -> tuple[Path, list[tuple[int, int]]]:
-    ranges = chunk_ranges(loaded, LOSSLESS, frames, chunk_frames)
+    ranges = _chunk_ranges(loaded, LOSSLESS, frames, chunk_frames)
     parts = []
     for index, rng in enumerate(ranges):
         part = tmp / f"chunk-{index}.mp4"
@@ -102,15 +110,15 @@ def _render_chunked(
 
 
 def test_chunk_ranges_tile_the_range_on_gop_boundaries(loaded: LoadedTemplate) -> None:
-    assert chunk_ranges(loaded, LOSSLESS, (0, 30), 10) == [(0, 10), (10, 20), (20, 30)]
+    assert _chunk_ranges(loaded, LOSSLESS, (0, 30), 10) == [(0, 10), (10, 20), (20, 30)]
     # Rounded down to whole GOPs (12 -> 10), the remainder in the last chunk.
-    assert chunk_ranges(loaded, LOSSLESS, (3, 30), 12) == [(3, 13), (13, 23), (23, 30)]
+    assert _chunk_ranges(loaded, LOSSLESS, (3, 30), 12) == [(3, 13), (13, 23), (23, 30)]
     # Shorter than a GOP still means one GOP per chunk.
-    assert chunk_ranges(loaded, LOSSLESS, (0, 12), 2) == [(0, 5), (5, 10), (10, 12)]
-    assert chunk_ranges(loaded, LOSSLESS, (0, 30), 900) == [(0, 30)]
+    assert _chunk_ranges(loaded, LOSSLESS, (0, 12), 2) == [(0, 5), (5, 10), (10, 12)]
+    assert _chunk_ranges(loaded, LOSSLESS, (0, 30), 900) == [(0, 30)]
     # Output at 5 fps from a 10 fps template: 10 output frames = 2 GOPs = 20 template frames.
     half = EncoderConfig.parse({"rc": 2, "qp": 0, "gop": 5, "fpsNum": 5})
-    assert chunk_ranges(loaded, half, (0, 30), 10) == [(0, 20), (20, 30)]
+    assert _chunk_ranges(loaded, half, (0, 30), 10) == [(0, 20), (20, 30)]
 
 
 def test_chunked_render_equals_single_render(loaded: LoadedTemplate, tmp_path: Path) -> None:

@@ -12,11 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from renderer.encode.config import (
-    CBR,
-    CQP,
-    CRF,
-    VBR,
+    Codec,
     EncoderConfig,
+    RateControl,
     level_name,
     probe_level,
     resolve_frame_range,
@@ -46,8 +44,8 @@ def test_camel_case_wire_names_and_defaults() -> None:
     )
     assert config.fps_num == 30000 and config.fps_denum == 1001
     assert config.res == (1280, 720)
-    assert config.codec == 0 and config.preset == 3
-    assert config.rate_control == VBR
+    assert config.codec is Codec.H264 and config.preset == 3
+    assert config.rate_control is RateControl.VBR
     dumped = config.model_dump(by_alias=True, exclude_none=True)
     assert dumped["fpsNum"] == 30000 and dumped["fpsDenum"] == 1001
 
@@ -61,17 +59,40 @@ def test_config_is_frozen() -> None:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({}, CRF),
-        ({"bitrate": 1_000_000}, VBR),
-        ({"bitrate": 0}, CRF),
-        ({"qp": 20}, CQP),
-        ({"crf": 20}, CRF),
-        ({"rc": 0, "bitrate": 1_000_000}, CBR),
-        ({"rc": 2, "bitrate": 1_000_000}, CQP),
+        ({}, RateControl.CRF),
+        ({"bitrate": 1_000_000}, RateControl.VBR),
+        ({"bitrate": 0}, RateControl.CRF),
+        ({"qp": 20}, RateControl.CQP),
+        ({"crf": 20}, RateControl.CRF),
+        ({"rc": 0, "bitrate": 1_000_000}, RateControl.CBR),
+        ({"rc": 2, "bitrate": 1_000_000}, RateControl.CQP),
     ],
 )
-def test_effective_rate_control(fields: dict[str, Any], expected: int) -> None:
-    assert EncoderConfig.parse(fields).rate_control == expected
+def test_effective_rate_control(fields: dict[str, Any], expected: RateControl) -> None:
+    assert EncoderConfig.parse(fields).rate_control is expected
+
+
+def test_codec_and_rc_are_enums_sent_as_their_numbers() -> None:
+    config = EncoderConfig.parse({"codec": 1, "rc": 3})
+    assert config.codec is Codec.H265 and config.rc is RateControl.CRF
+    assert config.codec.label == "H.265"
+    assert config.model_dump(mode="json")["codec"] == 1
+    assert (
+        config.model_dump_json(by_alias=True, exclude_none=True) == '{"codec":1,"preset":3,"rc":3}'
+    )
+    # Validated as the literal numbers: no lax string coercion, the same message as before.
+    for field, bad, legal in (("codec", "1", "0, 1 or 2"), ("rc", 4, "0, 1, 2 or 3")):
+        with pytest.raises(InvalidEncoderConfig) as info:
+            EncoderConfig.parse({field: bad})
+        assert str(info.value) == f"encoderConfig.{field}: Input should be {legal}"
+    schema = EncoderConfig.model_json_schema(by_alias=True)
+    assert "$defs" not in schema
+    assert schema["properties"]["codec"] == {
+        "default": 0,
+        "enum": [0, 1, 2],
+        "title": "Codec",
+        "type": "integer",
+    }
 
 
 def test_quantiser_defaults() -> None:
@@ -190,9 +211,9 @@ def test_size_and_rate_beyond_the_level_are_refused(
 
 def test_level_numbering_helpers() -> None:
     assert level_name(41) == "4.1" and level_name(9) == "1b"
-    assert probe_level(0, 41) == 41
-    assert probe_level(1, 123) == 41  # HEVC general_level_idc = 30 × level
-    assert probe_level(2, 9) == 41  # AV1 seq_level_idx: (4 - 2) × 4 + 1
+    assert probe_level(Codec.H264, 41) == 41
+    assert probe_level(Codec.H265, 123) == 41  # HEVC general_level_idc = 30 × level
+    assert probe_level(Codec.AV1, 9) == 41  # AV1 seq_level_idx: (4 - 2) × 4 + 1
 
 
 # --- frame ranges ----------------------------------------------------------------------------
@@ -214,12 +235,45 @@ def test_frame_range_is_half_open() -> None:
     [
         (10, 10, "less than"),
         (20, 10, "less than"),
-        (-1, 10, "fStart -1"),
-        (0, 301, "fEnd 301"),
-        (301, None, "fStart 301"),
+        (-1, 10, "start frame -1"),
+        (0, 301, "end frame 301"),
+        (301, None, "start frame 301"),
         (300, None, "less than"),
     ],
 )
 def test_bad_frame_ranges_are_refused(start: int, end: int | None, needle: str) -> None:
     with pytest.raises(InvalidFrameRange, match=needle):
         resolve_frame_range(start, end, 300)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "api"),
+    [
+        (-1, 10, "jobInfo.fStart -1 lies outside the template's frames 0..300"),
+        (
+            0,
+            301,
+            "jobInfo.fEnd 301 lies outside the template's frames 0..300 (the range is "
+            "half-open: fEnd 300 renders to the last frame)",
+        ),
+        (
+            20,
+            10,
+            "jobInfo.fStart (20) must be less than jobInfo.fEnd (10); the range [fStart, fEnd) "
+            "is half-open",
+        ),
+    ],
+)
+def test_frame_range_refusals_are_worded_by_each_side(start: int, end: int, api: str) -> None:
+    """The renderer speaks of start and end frames; the API words the same refusal as the
+    request field (``jobInfo.fStart``), byte for byte what it always answered."""
+    import pickle
+
+    from jobs.renders.submission import frame_range_message
+
+    with pytest.raises(InvalidFrameRange) as info:
+        resolve_frame_range(start, end, 300)
+    assert "jobInfo" not in str(info.value) and "fStart" not in str(info.value)
+    assert frame_range_message(info.value) == api
+    # Renders run in child processes: the details cross back through pickle.
+    assert frame_range_message(pickle.loads(pickle.dumps(info.value))) == api

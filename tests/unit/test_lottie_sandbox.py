@@ -362,7 +362,7 @@ def test_an_embedded_font_is_drawn_by_every_source(
 ) -> None:
     # The engine once drew an embedded font at validation and a blank at the render after it
     # (a second load in one process); each source now has a fresh engine of its own.
-    from renderer.text.raster import DEFAULT_FONT
+    from renderer.text.fonts import DEFAULT_FONT
 
     path = fixtures_module.make_lottie(tmp_path / "t.json", 200, 100, text="HELLO")
     doc = json.loads(path.read_text())

@@ -13,7 +13,8 @@ from PIL import Image
 
 from renderer.encode.config import EncoderConfig
 from renderer.errors import InvalidCustomization, InvalidFrameRange, RenderCancelled
-from renderer.render import output_times, render, render_frame_png
+from renderer.plan import output_frames
+from renderer.render import render, render_frame_png
 from renderer.template.loader import load_template
 from renderer.template.model import CustomizationEntry
 
@@ -162,11 +163,12 @@ def test_output_size_and_rate_resample_the_composition(tpl_dir: Path, tmp_path: 
     assert _near(frames[0][4, 6], (0x20, 0x40, 0x60), tol=8)
 
 
-def test_output_times_tile_across_ranges() -> None:
-    k0, first = output_times(0, 4, Fraction(10), Fraction(24))
-    k1, second = output_times(4, 10, Fraction(10), Fraction(24))
-    _, whole = output_times(0, 10, Fraction(10), Fraction(24))
-    assert k0 == 0 and k1 == len(first) and first + second == whole and len(whole) == 24
+def test_output_frames_tile_across_ranges() -> None:
+    first = output_frames(0, 4, Fraction(10), Fraction(24))
+    second = output_frames(4, 10, Fraction(10), Fraction(24))
+    whole = output_frames(0, 10, Fraction(10), Fraction(24))
+    assert first[0] == 0 and first[1] == second[0] and (first[0], second[1]) == whole
+    assert whole == (0, 24)
 
 
 def test_cancel_raises_and_leaves_nothing(tpl_dir: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from renderer.encode.config import EncoderConfig
 from renderer.errors import RenderCancelled
+from renderer.plan import OutputPlan
 from renderer.render import render
 from renderer.segments import SpanCache, plan_spans, render_segmented, span_key
 from renderer.template.loader import load_template
@@ -84,12 +85,18 @@ def loaded(tmp_path_factory: pytest.TempPathFactory, fixtures_module: ModuleType
     return _template(tmp_path_factory.mktemp("segments") / "tpl", fixtures_module)
 
 
+def _plan(
+    loaded: LoadedTemplate, config: EncoderConfig, frames: tuple[int, int] = (0, FRAMES)
+) -> OutputPlan:
+    return OutputPlan.of(loaded.template, config, frames)
+
+
 def _entries(*raw: dict[str, Any]) -> list[CustomizationEntry]:
     return [CustomizationEntry.model_validate(r) for r in raw]
 
 
 def _kinds(loaded: LoadedTemplate, *raw: dict[str, Any]) -> list[tuple[int, int, bool]]:
-    spans = plan_spans(loaded, _entries(*raw), LOSSLESS, (0, FRAMES))
+    spans = plan_spans(loaded, _entries(*raw), _plan(loaded, LOSSLESS, (0, FRAMES)))
     return [(s.k_start, s.k_end, s.static) for s in spans]
 
 
@@ -150,7 +157,8 @@ def test_visibility_counts_where_the_layer_would_be_on_screen(loaded: LoadedTemp
 
 
 def test_spans_keep_the_keyframe_grid_of_a_partial_range(loaded: LoadedTemplate) -> None:
-    spans = plan_spans(loaded, _entries({"layerId": "end", "color": "#000000"}), LOSSLESS, (3, 50))
+    entries = _entries({"layerId": "end", "color": "#000000"})
+    spans = plan_spans(loaded, entries, _plan(loaded, LOSSLESS, (3, 50)))
     # GOPs count from the range's first output frame (3): boundaries at 3, 8, ..., 38, 43.
     assert [(s.k_start, s.k_end, s.static) for s in spans] == [(3, 38, True), (38, 50, False)]
 
@@ -323,19 +331,21 @@ def test_cancel_mid_assembly_leaves_nothing(loaded: LoadedTemplate, tmp_path: Pa
 def test_keys_change_with_the_template_and_the_encoder(
     loaded: LoadedTemplate, tmp_path: Path, fixtures_module: ModuleType
 ) -> None:
-    span = plan_spans(loaded, [], LOSSLESS, (0, FRAMES))[0]
-    base = span_key(loaded, LOSSLESS, "libx264", (W, H), span)
-    assert base == span_key(loaded, LOSSLESS, "libx264", (W, H), span)
+    plan = _plan(loaded, LOSSLESS)
+    span = plan_spans(loaded, [], plan)[0]
+    base = span_key(loaded, plan, "libx264", span)
+    assert base == span_key(loaded, plan, "libx264", span)
     other_cfg = EncoderConfig(rc=2, qp=1, preset=5, gop=5)
-    assert base != span_key(loaded, other_cfg, "libx264", (W, H), span)
-    assert base != span_key(loaded, LOSSLESS, "libx264", (W * 2, H * 2), span)
+    assert base != span_key(loaded, _plan(loaded, other_cfg), "libx264", span)
+    larger = EncoderConfig(rc=2, qp=0, preset=5, gop=5, res=(W * 2, H * 2))
+    assert base != span_key(loaded, _plan(loaded, larger), "libx264", span)
     copy = _template(tmp_path / "copy", fixtures_module)
-    assert span_key(copy, LOSSLESS, "libx264", (W, H), span) == base  # content, not path
+    assert span_key(copy, plan, "libx264", span) == base  # content, not path
     data = json.loads((tmp_path / "copy" / "data.json").read_text())
     data["background"] = "#000000"
     (tmp_path / "copy" / "data.json").write_text(json.dumps(data))
     changed = load_template(tmp_path / "copy")
-    assert span_key(changed, LOSSLESS, "libx264", (W, H), span) != base
+    assert span_key(changed, plan, "libx264", span) != base
 
 
 def test_size_limit_holds_across_spans(loaded: LoadedTemplate, tmp_path: Path) -> None:

@@ -12,9 +12,10 @@ from PIL import Image, ImageDraw, ImageFont, features
 
 from renderer.errors import InvalidTemplate
 from renderer.template.model import LoadedTemplate, Template, TextLayer
-from renderer.text import raster as text_module
+from renderer.text import fonts as text_module
+from renderer.text.fonts import default_font_path, resolve_font
 from renderer.text.layout import cluster_starts
-from renderer.text.raster import TextRaster, default_font_path, render_text, resolve_font
+from renderer.text.raster import TextRaster, render_text
 
 W, H = 120, 40
 needs_raqm = pytest.mark.skipif(not features.check("raqm"), reason="Pillow built without raqm")

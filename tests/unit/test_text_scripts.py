@@ -25,15 +25,9 @@ from renderer.template.loader import load_template_from_dict
 from renderer.template.manifest import build_manifest
 from renderer.template.model import LoadedTemplate, Template, TextLayer
 from renderer.text import fonts
+from renderer.text.fonts import default_font_path, resolve_fallbacks, resolve_font, text_chain
 from renderer.text.layout import LayoutJob, choose_size, lay_out, paragraphs
-from renderer.text.raster import (
-    TextRaster,
-    default_font_path,
-    render_text,
-    resolve_fallbacks,
-    resolve_font,
-    text_chain,
-)
+from renderer.text.raster import TextRaster, render_text
 from renderer.text.runs import Shaper, break_segments, visual_order
 
 REQUIRED = (

@@ -117,7 +117,7 @@ def _fonts_for(doc: Mapping[str, Any], fonts: Sequence[Path]) -> list[Path]:
     engine's fallback: it takes the first font loaded) and then the template's fonts."""
     if not _has_text(doc):
         return []
-    from renderer.text.raster import default_font_path
+    from renderer.text.fonts import default_font_path
 
     default = default_font_path()
     return ([default] if default is not None else []) + [Path(f).resolve() for f in fonts]

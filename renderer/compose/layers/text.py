@@ -45,7 +45,8 @@ class TextSource:
             InvalidTemplate: the layer's font cannot be resolved or loaded (from
                 ``renderer.text.raster``).
         """
-        from renderer.text.raster import render_text, resolve_fallbacks, resolve_font
+        from renderer.text.fonts import resolve_fallbacks, resolve_font
+        from renderer.text.raster import render_text
 
         font_path = resolve_font(ctx.loaded, layer.font)
         fallbacks = resolve_fallbacks(ctx.loaded, layer.font)
