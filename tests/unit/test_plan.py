@@ -11,7 +11,7 @@ from typing import Any
 import av
 import pytest
 
-from jobs.renders.base import RenderRefused
+from jobs.errors import Refused
 from jobs.renders.submission import RenderSpec, estimate, output_plan
 from renderer.encode.config import EncoderConfig
 from renderer.plan import OutputPlan
@@ -111,7 +111,7 @@ def test_a_range_without_output_frames_is_refused_at_submission() -> None:
     spec = RenderSpec(
         name="n", encoder_config={"bitrate": 200_000, "fpsNum": 24}, f_start=1, f_end=2
     )
-    with pytest.raises(RenderRefused) as info:
+    with pytest.raises(Refused) as info:
         output_plan(model, spec)
     assert info.value.code == "invalid_frame_range"
     assert info.value.detail.startswith("jobInfo: frames [1, 2) contain no output frame")
