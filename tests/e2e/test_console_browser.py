@@ -152,6 +152,8 @@ def test_console_walkthrough_in_chromium(browser: Any, artifacts: Path, tmp_path
     zip_path = fx.zip_folder(folder, tmp_path / "console-demo.zip")
     wav = tmp_path / "tone.wav"
     fx.make_audio(wav, 0.5, freq=440.0, fmt="wav", volume=0.3)
+    chime = tmp_path / "chime.wav"
+    fx.make_audio(chime, 0.5, freq=880.0, fmt="wav", volume=0.3)
     env = RenderEnv(tmp_path / "svc", tmp_path / "cache")
     _uid, key = env.user("browser")
     d = browser
@@ -306,6 +308,12 @@ def test_console_walkthrough_in_chromium(browser: Any, artifacts: Path, tmp_path
             "audio",
         )
         assert abs(d.execute_script("return arguments[0].duration", player) - 0.5) < 0.1
+        # Another upload makes the list refresh while it processes: the open player is moved
+        # into the rebuilt row, not dropped.
+        by_name(d, "Upload audio to Music").send_keys(str(chime))
+        by_name(d, "Play chime.wav", timeout=120)
+        assert d.execute_script("return arguments[0].isConnected", player), "player was dropped"
+        assert d.find_element(By.CSS_SELECTOR, 'audio[aria-label="Audio tone.wav"]') == player
         snap("audio")
 
         # 10. The layout holds at phone width.

@@ -413,13 +413,24 @@ function audioView() {
   });
   const groupsBox = h("div");
 
+  // Players outlive the list: a refresh (another upload still processing) rebuilds the rows,
+  // and moves an opened player into its new row instead of dropping it mid-play.
+  const players = new Map();
+
   async function playButton(a) {
     const slot = h("span");
+    if (players.has(a.id)) {
+      slot.append(players.get(a.id));
+      return slot;
+    }
     const button = h("button", { type: "button", class: "secondary small", "aria-label": `Play ${a.name}` }, "Play");
     button.addEventListener("click", async () => {
       try {
         const url = await signedUrl("audio", a.id);
-        slot.replaceChildren(h("audio", { src: url, controls: true, autoplay: true, "aria-label": `Audio ${a.name}` }));
+        const player = h("audio", { src: url, controls: true, autoplay: true, "aria-label": `Audio ${a.name}` });
+        players.set(a.id, player);
+        slot.replaceChildren(player);
+        if (!slot.isConnected) await refresh(); // the list was rebuilt while the link came
       } catch (err) {
         toast(err.message, true);
       }
