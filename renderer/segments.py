@@ -348,7 +348,7 @@ def render_segmented(
     """
     from renderer.plan import OutputPlan
     from renderer.render import render
-    from renderer.template.customize import validate_customizations
+    from renderer.template.customize import apply_customizations, validate_customizations
 
     wall0 = time.perf_counter()
     plan = OutputPlan.of(template.template, encoder, frames)
@@ -370,7 +370,11 @@ def render_segmented(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    job = _SpanJob(template, plan, cache, customizations, tmp, should_cancel, max_output_bytes)
+    # Customised once (replacement media are probed here), not again for every span and
+    # the mix: the pieces draw ``loaded``; cache keys still come from ``template`` and
+    # ``entries``.
+    loaded = apply_customizations(template, entries) if entries else template
+    job = _SpanJob(template, loaded, plan, cache, tmp, should_cancel, max_output_bytes)
     try:
         job.render_spans(spans, on_progress)
         has_audio = job.write_output(out, entries, extra_audio, audio)
@@ -386,17 +390,18 @@ class _SpanJob:
     def __init__(  # noqa: PLR0917 - the render's own arguments, passed through
         self,
         template: LoadedTemplate,
+        loaded: LoadedTemplate,
         plan: OutputPlan,
         cache: SpanCache | None,
-        customizations: Sequence[CustomizationEntry],
         tmp: Path,
         should_cancel: Callable[[], bool] | None,
         max_output_bytes: int | None,
     ) -> None:
         from renderer.encode.encoder import SOFTWARE_ENCODERS
 
-        self.template, self.plan, self.cache = template, plan, cache
-        self.customizations, self.tmp = customizations, tmp
+        # ``template`` as stored (the cache keys), ``loaded`` with the customisations applied.
+        self.template, self.loaded, self.plan, self.cache = template, loaded, plan, cache
+        self.tmp = tmp
         self.should_cancel, self.max_output_bytes = should_cancel, max_output_bytes
         self.name = SOFTWARE_ENCODERS[plan.encoder.codec]
         self.done = 0
@@ -452,9 +457,8 @@ class _SpanJob:
                 on_progress(base + n, total)
 
         report = render(
-            self.template,
+            self.loaded,
             piece,
-            customizations=self.customizations,
             plan=self.plan.part(span.f_start, span.f_end),
             encoder_preference="software",
             on_progress=progress,
@@ -491,9 +495,7 @@ class _SpanJob:
 
         t0 = time.perf_counter()
         sound = self.tmp / "audio.m4a"
-        has_audio = _mixed_audio(
-            self.template, sound, self.cache, entries, self.plan, extra_audio, self.should_cancel
-        )
+        has_audio = _mixed_audio(self, sound, entries, extra_audio)
         self.audio_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         muxed = self.tmp / "muxed.mp4"
@@ -519,14 +521,11 @@ class _SpanJob:
         )
 
 
-def _mixed_audio(  # noqa: PLR0917 - the render's own arguments, passed through
-    template: LoadedTemplate,
+def _mixed_audio(
+    job: _SpanJob,
     dest: Path,
-    cache: SpanCache | None,
     customizations: Sequence[CustomizationEntry],
-    plan: OutputPlan,
     extra_audio: Path | None,
-    should_cancel: Callable[[], bool] | None = None,
 ) -> bool:
     """The range's mixed sound at ``dest``, from the cache when the same sound was mixed
     before: the key covers the template, the range and rate, and the content of every input
@@ -534,20 +533,15 @@ def _mixed_audio(  # noqa: PLR0917 - the render's own arguments, passed through
     from renderer.encode.concat import mix_audio
 
     key = None
-    if cache is not None:
-        key = _audio_key(template, customizations, plan, extra_audio)
-        if cache.fetch(key, dest):
+    if job.cache is not None:
+        key = _audio_key(job.template, customizations, job.plan, extra_audio)
+        if job.cache.fetch(key, dest):
             return True
     has_audio = mix_audio(
-        template,
-        dest,
-        plan,
-        customizations=customizations,
-        extra_audio=extra_audio,
-        should_cancel=should_cancel,
+        job.loaded, dest, job.plan, extra_audio=extra_audio, should_cancel=job.should_cancel
     )
-    if has_audio and cache is not None and key is not None:
-        cache.store(key, dest)
+    if has_audio and job.cache is not None and key is not None:
+        job.cache.store(key, dest)
     return has_audio
 
 

@@ -201,6 +201,61 @@ def test_cached_render_is_identical_to_uncached(loaded: LoadedTemplate, tmp_path
     assert _keyframes(tmp_path / "b.mp4") == list(range(0, 50, 5))
 
 
+def test_replacement_media_are_probed_once_per_segmented_render(
+    tmp_path: Path, fixtures_module: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from renderer.template import customize
+
+    root = tmp_path / "tpl"
+    root.mkdir()
+    fixtures_module.make_png(root / "photo.png", 12, 12, color=(10, 200, 30))
+    fixtures_module.make_png(tmp_path / "me.png", 12, 12, color=(200, 10, 30))
+    fixtures_module.make_audio(root / "tone.wav", seconds=6.0)
+    data = {
+        "version": 1,
+        "width": W,
+        "height": H,
+        "fps": 10,
+        "frames": FRAMES,
+        "layers": [
+            {"id": "photo", "type": "image", "src": "photo.png", "out": 8,
+             "box": {"x": 2, "y": 4, "w": 12, "h": 12}},
+            _solid("end", "#ffff00", 40, **{"in": 42}),
+        ],
+        "audio": [{"id": "music", "src": "tone.wav"}],
+    }  # fmt: skip
+    (root / "data.json").write_text(json.dumps(data))
+    template = load_template(root)
+    entries = _entries(
+        {"layerId": "photo", "src": str(tmp_path / "me.png")},
+        {"layerId": "end", "color": "#123456"},
+    )
+    probed: list[str] = []
+    real = customize.probe_image
+
+    def counted(path: Path, name: str | None = None) -> Any:
+        probed.append(Path(path).name)
+        return real(path, name)
+
+    monkeypatch.setattr(customize, "probe_image", counted)
+    report = render_segmented(
+        template, tmp_path / "s.mp4", cache=None, encoder=LOSSLESS, customizations=entries
+    )
+    # Two dynamic spans rendered, a static one between them, the sound mixed once: the
+    # replacement is applied (and probed) once for all of them.
+    assert [(k0, k1, static) for k0, k1, static, _ in report.spans] == [
+        (0, 10, False),
+        (10, 40, True),
+        (40, 50, False),
+    ]
+    assert probed == ["me.png"]
+    render(template, tmp_path / "one.mp4", encoder=LOSSLESS, customizations=entries)
+    pieces, whole = _decode(tmp_path / "s.mp4"), _decode(tmp_path / "one.mp4")
+    assert len(pieces) == len(whole) == FRAMES
+    for index, (x, y) in enumerate(zip(pieces, whole, strict=True)):
+        assert np.array_equal(x, y), f"frame {index} differs from the one-piece render"
+
+
 def test_a_corrupt_entry_is_ignored_and_rebuilt(loaded: LoadedTemplate, tmp_path: Path) -> None:
     cache = SpanCache(tmp_path / "cache", 64 * 1024 * 1024)
     entries = _entries({"layerId": "end", "color": "#000000"})
