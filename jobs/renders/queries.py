@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs.errors import Refused
+from jobs.errors import not_found
 from jobs.models.account import User
 from jobs.models.base import JobStatus
 from jobs.models.library import Asset, Audio, Template
@@ -34,7 +34,7 @@ async def get_render(session: AsyncSession, user_id: uuid.UUID, render_id: uuid.
         )
     )
     if render is None:
-        raise Refused("not_found", f"render {render_id} not found", "not_found")
+        raise not_found(f"render {render_id} not found")
     return render
 
 

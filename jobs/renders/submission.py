@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs import budget, quota, webhooks
-from jobs.errors import Refused, bad_request
+from jobs.errors import Refused, bad_request, not_found
 from jobs.library import store as library
 from jobs.messages import enqueue
 from jobs.models.account import User
@@ -115,7 +115,7 @@ async def owned_template(
         )
     )
     if template is None:
-        raise Refused("not_found", f"{label}template {template_id} not found", "not_found")
+        raise not_found(f"{label}template {template_id} not found")
     if template.status != JobStatus.Completed or template.definition is None:
         raise bad_request(
             f"{label}template {template_id} is {template.status.value}, not completed; wait "

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs.errors import Refused, bad_request
+from jobs.errors import Refused, bad_request, not_found
 from jobs.models.base import ACTIVE_STATUSES, utcnow
 from jobs.models.library import AudioGroup
 from jobs.models.render import Campaign, CampaignAudioGroup, Render, TemplateInstance
@@ -27,7 +27,7 @@ from renderer.template.customize import validate_customizations
 
 
 def _not_found(what: str, ident: uuid.UUID) -> Refused:
-    return Refused("not_found", f"{what} {ident} not found", "not_found")
+    return not_found(f"{what} {ident} not found")
 
 
 async def create_campaign(session: AsyncSession, user_id: uuid.UUID, name: str) -> Campaign:
